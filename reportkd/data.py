@@ -1,0 +1,351 @@
+"""Report datasets: loading, validation, label maps, encoding, collation and stored teacher outputs."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from .utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+MISSING_STRINGS = frozenset({"", "nan", "none", "null", "n/a", "na"})
+
+
+@dataclass
+class LoadStats:
+    """What :func:`load_reports` kept and skipped."""
+
+    total: int = 0
+    kept: int = 0
+    skipped_empty: int = 0
+    missing_labels: dict[str, int] = field(default_factory=dict)
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, NaN and empty / null-like strings."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in MISSING_STRINGS
+
+
+def _read_records(path: Path) -> list[dict]:
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")):
+        opener = gzip.open if name.endswith(".gz") else open
+        records = []
+        with opener(path, "rt", encoding="utf-8") as f:
+            if name.endswith((".json", ".json.gz")):
+                data = json.load(f)
+                return list(data) if isinstance(data, list) else list(data.get("data", []))
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}: line {lineno} is not valid JSON ({e.msg}).") from None
+        return records
+    if name.endswith((".csv", ".csv.gz", ".tsv")):
+        import pandas as pd
+
+        return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",").to_dict("records")
+    if name.endswith(".parquet"):
+        import pandas as pd
+
+        return pd.read_parquet(path).to_dict("records")
+    raise ValueError(f"Unsupported report file {path.name!r}: use .jsonl, .jsonl.gz, .json, .csv, .tsv or .parquet.")
+
+
+def load_reports(
+    source: str | os.PathLike | Dataset | Sequence[Mapping[str, Any]],
+    *,
+    text_column: str = "text",
+    task_columns: Sequence[str] = (),
+    id_column: str | None = "id",
+    min_words: int = 1,
+) -> tuple[Dataset, LoadStats]:
+    """Loads reports from a file, a ``datasets.Dataset`` or a list of records and validates them.
+
+    Reports whose text is empty, whitespace-only or shorter than ``min_words`` words are skipped and counted (with
+    a warning). Missing labels (None, NaN, empty strings) are kept as None: the task's loss ignores them.
+
+    Args:
+        source: Path to JSONL(.gz) / JSON / CSV / TSV / Parquet, a ``Dataset`` or a list of dicts.
+        text_column: Column holding the report text.
+        task_columns: Label columns to keep.
+        id_column: Optional id column; row numbers are used when it is absent.
+        min_words: Minimum number of whitespace-separated words for a report to be kept.
+
+    Returns:
+        The dataset (columns ``id``, text column, task columns) and the :class:`LoadStats`.
+    """
+    if isinstance(source, Dataset):
+        columns, records = list(source.column_names), source.to_list()
+        origin = "the dataset"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"Report file {path} does not exist.")
+        records = _read_records(path)
+        columns = sorted({k for r in records[:1000] for k in r})
+        origin = str(path)
+    else:
+        records = [dict(r) for r in source]
+        columns = sorted({k for r in records[:1000] for k in r})
+        origin = "the records"
+    if not records:
+        raise ValueError(f"No reports found in {origin}.")
+    wanted = [text_column, *task_columns]
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise ValueError(
+            f"Column(s) {missing} not found in {origin}. Available columns: {columns}. "
+            "Pass --text-column / --tasks with names from that list."
+        )
+    stats = LoadStats(total=len(records), missing_labels={t: 0 for t in task_columns})
+    out: dict[str, list] = {"id": [], text_column: [], **{t: [] for t in task_columns}}
+    for i, rec in enumerate(records):
+        text = rec.get(text_column)
+        if not isinstance(text, str) or len(text.split()) < max(min_words, 1):
+            stats.skipped_empty += 1
+            continue
+        rid = rec.get(id_column) if id_column else None
+        out["id"].append(str(rid) if rid is not None and not is_missing(rid) else str(i))
+        out[text_column].append(text)
+        for t in task_columns:
+            v = rec.get(t)
+            if is_missing(v):
+                stats.missing_labels[t] += 1
+                v = None
+            out[t].append(None if v is None else str(v))
+    stats.kept = len(out["id"])
+    if stats.skipped_empty:
+        logger.warning(
+            "Skipped %d of %d reports with empty or too short text (< %d words).",
+            stats.skipped_empty, stats.total, max(min_words, 1),
+        )  # fmt: skip
+    if stats.kept == 0:
+        raise ValueError(f"Every report in {origin} has empty text (column {text_column!r}); nothing to train on.")
+    return Dataset.from_dict(out), stats
+
+
+def build_label_maps(
+    dataset: Dataset | Mapping[str, Sequence[Any]],
+    tasks: Sequence[str],
+    *,
+    min_class_count: int = 5,
+    other_label: str = "other",
+    unknown_as_missing: bool = False,
+) -> dict[str, list[str]]:
+    """Per-task label maps: classes seen at least ``min_class_count`` times, most frequent first, then ``other``.
+
+    Every map ends with ``other_label``; rarer classes and classes unseen at training time map to it.
+
+    Args:
+        dataset: Training data with the task columns.
+        tasks: Task columns.
+        min_class_count: Classes seen fewer times go to ``other_label``.
+        other_label: Name of the catch-all class.
+        unknown_as_missing: Treat the value ``"unknown"`` as a missing label instead of a class.
+    """
+    maps = {}
+    for task in tasks:
+        counts = Counter(
+            v for v in dataset[task] if not is_missing(v) and not (unknown_as_missing and v == "unknown")
+        )
+        if not counts:
+            raise ValueError(f"Task {task!r} has no labels in the training data; drop it from --tasks.")
+        keep = sorted((c for c, n in counts.items() if n >= min_class_count and c != other_label),
+                      key=lambda c: (-counts[c], c))  # fmt: skip
+        maps[task] = [*keep, other_label]
+    return maps
+
+
+def encode_labels(
+    values: Iterable[Any], label_map: Sequence[str], *, other_label: str = "other", unknown_as_missing: bool = False
+) -> list[int]:
+    """Class ids for ``values``: missing → ``-100``; classes outside the map → ``other_label``'s id."""
+    index = {c: i for i, c in enumerate(label_map)}
+    other = index.get(other_label)
+    out = []
+    for v in values:
+        if is_missing(v) or (unknown_as_missing and v == "unknown"):
+            out.append(IGNORE_INDEX)
+        elif v in index:
+            out.append(index[v])
+        else:
+            out.append(other if other is not None else IGNORE_INDEX)
+    return out
+
+
+def encode_reports(
+    dataset: Dataset,
+    tokenizer: Any,
+    task_labels: Mapping[str, Sequence[str]] | None = None,
+    *,
+    text_column: str = "text",
+    max_length: int | None = None,
+    unknown_as_missing: bool = False,
+) -> Dataset:
+    """Adds ``input_ids`` and (when the task columns exist) ``labels`` ``(T,)`` columns.
+
+    Args:
+        dataset: Output of :func:`load_reports`.
+        tokenizer: A ``PreTrainedTokenizerFast``.
+        task_labels: Task → label map (the model config's ``task_labels``).
+        text_column: Text column.
+        max_length: Truncation length (the tokenizer's ``model_max_length`` by default).
+        unknown_as_missing: See :func:`build_label_maps`.
+    """
+    tasks = [t for t in (task_labels or {}) if t in dataset.column_names]
+
+    def _map(batch):
+        enc = tokenizer(batch[text_column], truncation=True, max_length=max_length, add_special_tokens=False)
+        out = {"input_ids": enc["input_ids"]}
+        if tasks:
+            cols = [encode_labels(batch[t], task_labels[t], unknown_as_missing=unknown_as_missing) for t in tasks]
+            out["labels"] = [list(row) for row in zip(*cols)]
+        return out
+
+    return dataset.map(_map, batched=True, desc="Tokenizing reports")
+
+
+class ReportCollator:
+    """Pads ``input_ids`` and stacks labels and stored teacher outputs into tensors.
+
+    Args:
+        pad_token_id: Padding id.
+        min_length: Pad every batch to at least this length (the widest convolution window).
+        teacher_key: Feature key of stored teacher outputs (task → probabilities).
+    """
+
+    def __init__(self, pad_token_id: int = 0, min_length: int = 1, teacher_key: str = "teacher_probs") -> None:
+        self.pad_token_id = pad_token_id
+        self.min_length = min_length
+        self.teacher_key = teacher_key
+
+    def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, Any]:
+        length = max(self.min_length, max(len(f["input_ids"]) for f in features))
+        ids = torch.full((len(features), length), self.pad_token_id, dtype=torch.long)
+        for i, f in enumerate(features):
+            ids[i, : len(f["input_ids"])] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": (ids != self.pad_token_id).long()}
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        if self.teacher_key in features[0]:
+            tasks = features[0][self.teacher_key].keys()
+            batch[self.teacher_key] = {
+                t: torch.tensor(np.asarray([f[self.teacher_key][t] for f in features]), dtype=torch.float32)
+                for t in tasks
+            }
+        return batch
+
+
+def split_indices(n: int, fractions: Sequence[float], *, seed: int = 0) -> list[np.ndarray]:
+    """Random disjoint index sets with the given fractions (the last one takes the remainder)."""
+    if any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise ValueError(f"split fractions must be non-negative and sum to 1, got {list(fractions)}.")
+    perm = np.random.default_rng(seed).permutation(n)
+    bounds = np.cumsum([0, *[round(f * n) for f in fractions[:-1]]])
+    parts = [perm[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [np.sort(p) for p in [*parts, perm[bounds[-1] :]]]
+
+
+def label_map_fingerprint(task_labels: Mapping[str, Sequence[str]]) -> str:
+    """A short stable hash of the tasks and their label maps (to refuse files made for another model)."""
+    blob = json.dumps({t: list(v) for t, v in task_labels.items()}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_soft_labels(
+    path: str | os.PathLike,
+    ids: Sequence[str],
+    probs: Mapping[str, np.ndarray],
+    task_labels: Mapping[str, Sequence[str]],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes teacher soft labels next to the data (safetensors, atomically) so students train without the teacher.
+
+    Args:
+        path: Output ``.safetensors`` file.
+        ids: Report ids, in row order.
+        probs: Task → ``(N, C_t)`` probabilities.
+        task_labels: The label maps the probabilities refer to.
+        metadata: Extra string-able metadata (members, temperature, folds…).
+    """
+    from safetensors.numpy import save_file
+
+    n = len(ids)
+    tensors = {}
+    for task, p in probs.items():
+        p = np.ascontiguousarray(p, dtype=np.float32)
+        if p.shape != (n, len(task_labels[task])):
+            raise ValueError(f"soft labels for {task!r} have shape {p.shape}, expected {(n, len(task_labels[task]))}.")
+        tensors[f"probs.{task}"] = p
+    meta = {
+        "format": "reportkd.soft_labels.v1",
+        "ids": json.dumps(list(ids)),
+        "task_labels": json.dumps({t: list(v) for t, v in task_labels.items()}),
+        "fingerprint": label_map_fingerprint(task_labels),
+        **{k: json.dumps(v) for k, v in (metadata or {}).items()},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def load_soft_labels(
+    path: str | os.PathLike, *, ids: Sequence[str] | None = None, task_labels: Mapping[str, Sequence[str]] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Loads soft labels written by :func:`save_soft_labels`, checking they match the data and label maps.
+
+    Args:
+        path: The ``.safetensors`` file.
+        ids: Expected report ids in row order; a mismatch raises.
+        task_labels: Expected label maps; a mismatch raises.
+
+    Returns:
+        Task → ``(N, C_t)`` probabilities, and the metadata (ids, task_labels and extras decoded).
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        raw = f.metadata() or {}
+        if raw.get("format") != "reportkd.soft_labels.v1":
+            raise ValueError(f"{path} is not a reportkd soft-label file (no 'reportkd.soft_labels.v1' metadata).")
+        probs = {k.split(".", 1)[1]: f.get_tensor(k) for k in f.keys()}
+    meta = {k: (v if k in ("format", "fingerprint") else json.loads(v)) for k, v in raw.items()}
+    if task_labels is not None and meta["fingerprint"] != label_map_fingerprint(task_labels):
+        raise ValueError(f"{path} was made for other tasks or label maps than this model's; recompute the soft labels.")
+    if ids is not None and list(ids) != meta["ids"]:
+        raise ValueError(f"{path} holds soft labels for other reports (ids differ); recompute them for this data.")
+    return probs, meta
+
+
+def attach_teacher_outputs(dataset: Dataset, probs: Mapping[str, np.ndarray], key: str = "teacher_probs") -> Dataset:
+    """Adds a ``key`` column (task → probability list per row) that :class:`ReportCollator` stacks."""
+    n = len(dataset)
+    for task, p in probs.items():
+        if len(p) != n:
+            raise ValueError(f"teacher outputs for {task!r} have {len(p)} rows but the dataset has {n}.")
+    rows = [{t: probs[t][i].tolist() for t in probs} for i in range(n)]
+    if key in dataset.column_names:
+        dataset = dataset.remove_columns(key)
+    return dataset.add_column(key, rows)

@@ -1,0 +1,310 @@
+"""Distillation losses as pure functions: ``loss(student, teacher, ..., *, temperature, reduction)``.
+
+Every loss works on any leading shape (``(B, C)`` for classifiers, ``(B, L, V)`` for language models): the last
+dimension holds the classes, ``labels`` (if given) has the leading shape and ``ignore_index`` marks items that do
+not count. ``reduction`` is one of ``"none"`` (per item, ignored items are 0), ``"sum"`` or ``"mean"``; ``"mean"``
+divides by ``num_items_in_batch`` when given (the number of counted items over the whole gradient-accumulation
+step and all processes, which keeps accumulation exact) and by the number of counted items otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .registry import Registry
+
+Reduction = Literal["none", "sum", "mean"]
+TeacherType = Literal["logits", "probs"]
+
+LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss")
+register_loss = LOSSES.register
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}.")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+
+
+def _item_mask(shape: torch.Size, labels: torch.Tensor | None, ignore_index: int, device) -> torch.Tensor:
+    if labels is None:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    if labels.shape != shape:
+        raise ValueError(f"labels have shape {tuple(labels.shape)} but the logits' leading shape is {tuple(shape)}.")
+    return labels != ignore_index
+
+
+def _reduce(
+    per_item: torch.Tensor, mask: torch.Tensor, reduction: str, num_items_in_batch: torch.Tensor | int | None
+) -> torch.Tensor:
+    per_item = torch.where(mask, per_item, per_item.new_zeros(()))
+    if reduction == "none":
+        return per_item
+    total = per_item.sum()
+    if reduction == "sum":
+        return total
+    denom = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+    if torch.is_tensor(denom):
+        denom = denom.to(total.device, total.dtype).clamp_min(1)
+    else:
+        denom = max(float(denom), 1.0)
+    return total / denom
+
+
+def teacher_log_probs(teacher: torch.Tensor, *, temperature: float = 1.0, teacher_type: TeacherType = "logits"):
+    """Log-probabilities of the teacher at a temperature.
+
+    Args:
+        teacher: Teacher logits, or probabilities (e.g. an ensemble's mean softmax) when ``teacher_type="probs"``.
+            Probabilities at temperature ``T`` are ``p**(1/T)`` renormalised, which equals ``softmax(logits / T)``
+            when ``p = softmax(logits)``.
+        temperature: Softening temperature (> 0).
+        teacher_type: ``"logits"`` or ``"probs"``.
+    """
+    _check_temperature(temperature)
+    if teacher_type == "logits":
+        return F.log_softmax(teacher.float() / temperature, dim=-1)
+    if teacher_type == "probs":
+        logp = torch.log(teacher.float().clamp_min(1e-12))
+        return F.log_softmax(logp / temperature, dim=-1)
+    raise ValueError(f"teacher_type must be 'logits' or 'probs', got {teacher_type!r}.")
+
+
+@register_loss("soft_target_kd")
+def soft_target_kd_loss(
+    student_logits: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    alpha: float = 1.0,
+    teacher_type: TeacherType = "logits",
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Hinton soft-target distillation mixed with hard-label cross-entropy.
+
+    Per item: ``alpha * T**2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(student, label)``. The ``T**2``
+    factor keeps gradient magnitudes comparable across temperatures. When ``labels`` are given, items whose label
+    is ``ignore_index`` (a missing label) are left out of both terms.
+
+    Args:
+        student_logits: ``(..., C)`` student logits.
+        teacher: ``(..., C)`` teacher logits or probabilities (see ``teacher_type``).
+        labels: Optional ``(...)`` hard labels; required when ``alpha < 1``.
+        temperature: Softening temperature applied to both teacher and student.
+        alpha: Weight of the soft (teacher) term; ``1 - alpha`` weights the hard-label cross-entropy.
+        teacher_type: ``"logits"`` or ``"probs"`` (e.g. an ensemble's mean softmax).
+        ignore_index: Label value of missing labels.
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+        num_items_in_batch: Denominator for ``"mean"`` (counted items over the accumulation step).
+    """
+    _check_reduction(reduction)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    if student_logits.shape != teacher.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher {tuple(teacher.shape)} differ in shape: "
+            "teacher and student must share the label map (same classes in the same order)."
+        )
+    if alpha < 1.0 and labels is None:
+        raise ValueError("alpha < 1 mixes in hard labels, so labels are required.")
+    mask = _item_mask(student_logits.shape[:-1], labels, ignore_index, student_logits.device)
+    per_item = student_logits.new_zeros(student_logits.shape[:-1], dtype=torch.float32)
+    if alpha > 0:
+        t_logp = teacher_log_probs(teacher, temperature=temperature, teacher_type=teacher_type)
+        s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+        kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
+        per_item = per_item + alpha * temperature**2 * kl
+    if alpha < 1:
+        safe = torch.where(mask, labels, labels.new_zeros(()))
+        ce = F.cross_entropy(student_logits.float().flatten(0, -2), safe.flatten(), reduction="none")
+        per_item = per_item + (1 - alpha) * ce.view(mask.shape)
+    return _reduce(per_item, mask, reduction, num_items_in_batch)
+
+
+@register_loss("generalized_jsd")
+def generalized_jsd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence (GKD, Agarwal et al. 2024), summed over the class dimension.
+
+    ``beta = 0`` is the forward KL ``KL(teacher || student)``, ``beta = 1`` the reverse KL
+    ``KL(student || teacher)``; in between, ``beta * KL(teacher || M) + (1 - beta) * KL(student || M)`` with the
+    mixture ``M = beta * teacher + (1 - beta) * student``.
+
+    Args:
+        student_logits: ``(..., V)`` student logits.
+        teacher_logits: ``(..., V)`` teacher logits.
+        labels: Optional ``(...)`` labels; items equal to ``ignore_index`` are left out (prompt or padding tokens).
+        beta: Interpolation in ``[0, 1]``.
+        temperature: Temperature applied to both distributions.
+        ignore_index: Value of items that do not count.
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+        num_items_in_batch: Denominator for ``"mean"``.
+    """
+    _check_reduction(reduction)
+    _check_temperature(temperature)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}.")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ: "
+            "teacher and student must share one vocabulary / label map."
+        )
+    mask = _item_mask(student_logits.shape[:-1], labels, ignore_index, student_logits.device)
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    if beta == 0:
+        per_item = (t.exp() * (t - s)).sum(-1)
+    elif beta == 1:
+        per_item = (s.exp() * (s - t)).sum(-1)
+    else:
+        log_beta = torch.log(torch.tensor(beta, dtype=s.dtype, device=s.device))
+        log_1m = torch.log(torch.tensor(1 - beta, dtype=s.dtype, device=s.device))
+        m = torch.logsumexp(torch.stack([t + log_beta, s + log_1m]), dim=0)
+        per_item = beta * (t.exp() * (t - m)).sum(-1) + (1 - beta) * (s.exp() * (s - m)).sum(-1)
+    return _reduce(per_item, mask, reduction, num_items_in_batch)
+
+
+@register_loss("forward_kl")
+def forward_kl_loss(student_logits, teacher_logits, labels=None, **kwargs) -> torch.Tensor:
+    """``KL(teacher || student)``: :func:`generalized_jsd_loss` with ``beta=0`` (same keyword arguments)."""
+    return generalized_jsd_loss(student_logits, teacher_logits, labels, **{**kwargs, "beta": 0.0})
+
+
+@register_loss("reverse_kl")
+def reverse_kl_loss(student_logits, teacher_logits, labels=None, **kwargs) -> torch.Tensor:
+    """``KL(student || teacher)``: :func:`generalized_jsd_loss` with ``beta=1`` (same keyword arguments)."""
+    return generalized_jsd_loss(student_logits, teacher_logits, labels, **{**kwargs, "beta": 1.0})
+
+
+@register_loss("feature")
+def feature_distillation_loss(
+    student_features: torch.Tensor,
+    teacher_features: torch.Tensor,
+    *,
+    projection: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    kind: Literal["mse", "cosine", "smooth_l1"] = "mse",
+    normalize: bool = False,
+    mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    reduction: Reduction = "mean",
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Feature (hidden-state / embedding) distillation.
+
+    Args:
+        student_features: ``(..., D_s)`` student features.
+        teacher_features: ``(..., D_t)`` teacher features.
+        projection: Maps student features to the teacher's width (e.g. a learned ``nn.Linear(D_s, D_t)``);
+            required when ``D_s != D_t``.
+        kind: ``"mse"`` (mean over the feature dimension), ``"cosine"`` (``1 - cos``) or ``"smooth_l1"``.
+        normalize: L2-normalise both sides first (CLIP-KD's FD on normalised embeddings).
+        mask: Optional ``(...)`` boolean mask of items that count (e.g. non-padding tokens).
+        temperature: Unused; accepted so every loss shares one call signature.
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+        num_items_in_batch: Denominator for ``"mean"``.
+    """
+    _check_reduction(reduction)
+    if projection is not None:
+        student_features = projection(student_features)
+    if student_features.shape != teacher_features.shape:
+        raise ValueError(
+            f"student features {tuple(student_features.shape)} and teacher features "
+            f"{tuple(teacher_features.shape)} differ: pass a projection (e.g. nn.Linear(student_dim, teacher_dim))."
+        )
+    s, t = student_features.float(), teacher_features.detach().float()
+    if normalize:
+        s, t = F.normalize(s, dim=-1), F.normalize(t, dim=-1)
+    if kind == "mse":
+        per_item = (s - t).pow(2).mean(-1)
+    elif kind == "cosine":
+        per_item = 1 - F.cosine_similarity(s, t, dim=-1)
+    elif kind == "smooth_l1":
+        per_item = F.smooth_l1_loss(s, t, reduction="none").mean(-1)
+    else:
+        raise ValueError(f"kind must be 'mse', 'cosine' or 'smooth_l1', got {kind!r}.")
+    if mask is None:
+        mask = torch.ones(per_item.shape, dtype=torch.bool, device=per_item.device)
+    return _reduce(per_item, mask.bool(), reduction, num_items_in_batch)
+
+
+@register_loss("multitask_kd")
+def multitask_kd_loss(
+    student_logits: Mapping[str, torch.Tensor],
+    teacher: Mapping[str, torch.Tensor] | None,
+    labels: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    alpha: float = 1.0,
+    teacher_type: TeacherType = "probs",
+    task_weights: Mapping[str, float] | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["sum", "mean"] = "mean",
+    num_items_in_batch: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multitask soft-target distillation: :func:`soft_target_kd_loss` per task, averaged over tasks.
+
+    ``loss = sum_t w_t * (sum of task t's item losses) / N_t`` with ``w_t`` = ``task_weights`` normalised to sum
+    to 1 (uniform by default) and ``N_t`` the number of reports with a label for task ``t`` (all reports when
+    ``labels`` is None). With ``alpha=0`` this is the mean over tasks of each task's cross-entropy: the hard-label
+    objective, so a baseline and a student differ only in ``alpha``.
+
+    Args:
+        student_logits: Task name → ``(B, C_t)`` student logits.
+        teacher: Task name → ``(B, C_t)`` teacher logits/probabilities; None only when ``alpha == 0``.
+        labels: ``(B, T)`` labels in the order of ``student_logits``; ``ignore_index`` marks a missing label.
+        temperature: Softening temperature.
+        alpha: Weight of the soft term (``1 - alpha`` weights the hard labels).
+        teacher_type: ``"probs"`` (default: ensemble soft labels) or ``"logits"``.
+        task_weights: Optional task name → weight.
+        ignore_index: Missing-label value.
+        reduction: ``"mean"`` (normalised per task as above) or ``"sum"``.
+        num_items_in_batch: Optional ``(T,)`` per-task counts over the whole accumulation step (and processes).
+    """
+    tasks = list(student_logits)
+    if teacher is None and alpha > 0:
+        raise ValueError("alpha > 0 needs teacher outputs (a teacher model or precomputed soft labels).")
+    if teacher is not None and (missing := [t for t in tasks if t not in teacher]):
+        raise ValueError(f"teacher outputs lack tasks {missing}; they have {sorted(teacher)}.")
+    if labels is not None and labels.shape[-1] != len(tasks):
+        raise ValueError(f"labels have {labels.shape[-1]} task columns but the student has {len(tasks)} tasks.")
+    weights = torch.tensor([1.0 if task_weights is None else float(task_weights.get(t, 0.0)) for t in tasks])
+    if weights.sum() <= 0:
+        raise ValueError("task_weights must give at least one task a positive weight.")
+    weights = weights / weights.sum()
+    total = next(iter(student_logits.values())).new_zeros((), dtype=torch.float32)
+    for i, task in enumerate(tasks):
+        s = student_logits[task]
+        y = labels[:, i] if labels is not None else None
+        t = teacher[task] if teacher is not None else s.detach()
+        task_sum = soft_target_kd_loss(
+            s, t, y, temperature=temperature, alpha=alpha, teacher_type=teacher_type,
+            ignore_index=ignore_index, reduction="sum",
+        )  # fmt: skip
+        if reduction == "mean":
+            if num_items_in_batch is not None:
+                count = num_items_in_batch[i]
+            else:
+                count = (y != ignore_index).sum() if y is not None else torch.tensor(s.shape[0])
+            task_sum = task_sum / count.to(task_sum.device, task_sum.dtype).clamp_min(1)
+        total = total + weights[i].to(total.device) * task_sum
+    return total

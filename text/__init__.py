@@ -1,0 +1,1 @@
+"""Text distillation methods: multitask report classifiers (MtCNN) and report-generating language models."""

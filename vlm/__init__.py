@@ -1,0 +1,1 @@
+"""Vision-language distillation: image-text alignment (open_clip) and whole-slide encoders."""
