@@ -1,0 +1,1 @@
+"""One module per ``reportkd`` command (``add_arguments`` + ``run``)."""
