@@ -138,8 +138,10 @@ def load_reports(
     if stats.skipped_empty:
         logger.warning(
             "Skipped %d of %d reports with empty or too short text (< %d words).",
-            stats.skipped_empty, stats.total, max(min_words, 1),
-        )  # fmt: skip
+            stats.skipped_empty,
+            stats.total,
+            max(min_words, 1),
+        )
     if stats.kept == 0:
         raise ValueError(f"Every report in {origin} has empty text (column {text_column!r}); nothing to train on.")
     return Dataset.from_dict(out), stats
@@ -166,13 +168,12 @@ def build_label_maps(
     """
     maps = {}
     for task in tasks:
-        counts = Counter(
-            v for v in dataset[task] if not is_missing(v) and not (unknown_as_missing and v == "unknown")
-        )
+        counts = Counter(v for v in dataset[task] if not is_missing(v) and not (unknown_as_missing and v == "unknown"))
         if not counts:
             raise ValueError(f"Task {task!r} has no labels in the training data; drop it from --tasks.")
-        keep = sorted((c for c, n in counts.items() if n >= min_class_count and c != other_label),
-                      key=lambda c: (-counts[c], c))  # fmt: skip
+        keep = sorted(
+            (c for c, n in counts.items() if n >= min_class_count and c != other_label), key=lambda c: (-counts[c], c)
+        )
         maps[task] = [*keep, other_label]
     return maps
 
@@ -312,7 +313,10 @@ def save_soft_labels(
 
 
 def load_soft_labels(
-    path: str | os.PathLike, *, ids: Sequence[str] | None = None, task_labels: Mapping[str, Sequence[str]] | None = None
+    path: str | os.PathLike,
+    *,
+    ids: Sequence[str] | None = None,
+    task_labels: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Loads soft labels written by :func:`save_soft_labels`, checking they match the data and label maps.
 
@@ -333,7 +337,9 @@ def load_soft_labels(
         probs = {k.split(".", 1)[1]: f.get_tensor(k) for k in f.keys()}
     meta = {k: (v if k in ("format", "fingerprint") else json.loads(v)) for k, v in raw.items()}
     if task_labels is not None and meta["fingerprint"] != label_map_fingerprint(task_labels):
-        raise ValueError(f"{path} was made for other tasks or label maps than this model's; recompute the soft labels.")
+        raise ValueError(
+            f"{path} was made for other tasks or label maps than this model's; recompute the soft labels."
+        )
     if ids is not None and list(ids) != meta["ids"]:
         raise ValueError(f"{path} holds soft labels for other reports (ids differ); recompute them for this data.")
     return probs, meta

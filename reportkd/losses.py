@@ -297,9 +297,15 @@ def multitask_kd_loss(
         y = labels[:, i] if labels is not None else None
         t = teacher[task] if teacher is not None else s.detach()
         task_sum = soft_target_kd_loss(
-            s, t, y, temperature=temperature, alpha=alpha, teacher_type=teacher_type,
-            ignore_index=ignore_index, reduction="sum",
-        )  # fmt: skip
+            s,
+            t,
+            y,
+            temperature=temperature,
+            alpha=alpha,
+            teacher_type=teacher_type,
+            ignore_index=ignore_index,
+            reduction="sum",
+        )
         if reduction == "mean":
             if num_items_in_batch is not None:
                 count = num_items_in_batch[i]

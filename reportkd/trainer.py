@@ -210,9 +210,15 @@ class DistillationTrainer(Trainer):
         args = self.args
         if isinstance(student, Mapping):
             return multitask_kd_loss(
-                student, teacher, labels, temperature=args.temperature, alpha=args.alpha,
-                teacher_type=teacher_type, task_weights=args.task_weights, num_items_in_batch=num_items_in_batch,
-            )  # fmt: skip
+                student,
+                teacher,
+                labels,
+                temperature=args.temperature,
+                alpha=args.alpha,
+                teacher_type=teacher_type,
+                task_weights=args.task_weights,
+                num_items_in_batch=num_items_in_batch,
+            )
         loss_fn = LOSSES.get(args.loss)
         kwargs: dict[str, Any] = {"temperature": args.temperature, "num_items_in_batch": num_items_in_batch}
         if args.loss == "soft_target_kd":

@@ -46,8 +46,12 @@ def test_probs_teacher_matches_logits_teacher(logits):
         a = soft_target_kd_loss(s, t, temperature=T, teacher_type="logits")
         b = soft_target_kd_loss(s, t.softmax(-1), temperature=T, teacher_type="probs")
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(teacher_log_probs(t.softmax(-1), temperature=2.0, teacher_type="probs").exp(),
-                               (t / 2.0).softmax(-1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        teacher_log_probs(t.softmax(-1), temperature=2.0, teacher_type="probs").exp(),
+        (t / 2.0).softmax(-1),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_alpha_zero_is_cross_entropy_and_mix_is_linear(logits):
@@ -123,14 +127,22 @@ def test_multitask_loss_is_mean_of_task_means():
     labels = torch.stack([torch.randint(0, 3, (8,), generator=g), torch.randint(0, 4, (8,), generator=g)], 1)
     labels[:3, 1] = -100
     hard = multitask_kd_loss(student, None, labels, alpha=0.0)
-    ref = 0.5 * (F.cross_entropy(student["organ"], labels[:, 0]) + F.cross_entropy(student["grade"][3:], labels[3:, 1]))
+    ref = 0.5 * (
+        F.cross_entropy(student["organ"], labels[:, 0]) + F.cross_entropy(student["grade"][3:], labels[3:, 1])
+    )
     torch.testing.assert_close(hard, ref)
     # exact under accumulation: two halves with global per-task counts sum to the full batch
     full = multitask_kd_loss(student, teacher, labels, alpha=0.7, temperature=2.0)
     counts = labels.ne(-100).sum(0)
     halves = sum(
-        multitask_kd_loss({k: v[i : i + 4] for k, v in student.items()}, {k: v[i : i + 4] for k, v in teacher.items()},
-                          labels[i : i + 4], alpha=0.7, temperature=2.0, num_items_in_batch=counts)
+        multitask_kd_loss(
+            {k: v[i : i + 4] for k, v in student.items()},
+            {k: v[i : i + 4] for k, v in teacher.items()},
+            labels[i : i + 4],
+            alpha=0.7,
+            temperature=2.0,
+            num_items_in_batch=counts,
+        )
         for i in (0, 4)
     )
     torch.testing.assert_close(full, halves)

@@ -9,9 +9,20 @@ from reportkd.trainer import DistillationConfig, DistillationTrainer
 
 def make_args(tmp_path, **kw):
     base = dict(
-        output_dir=str(tmp_path / "out"), report_to="none", per_device_train_batch_size=8, max_steps=1,
-        learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, save_strategy="no",
-        logging_steps=1, seed=3, disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        per_device_train_batch_size=8,
+        max_steps=1,
+        learning_rate=0.5,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        save_strategy="no",
+        logging_steps=1,
+        seed=3,
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_num_workers=0,
     )
     base.update(kw)
     return DistillationConfig(**base)
@@ -27,7 +38,10 @@ def models(seed=0):
 
 def train(tmp_path, student, teacher=None, dataset=None, **kw):
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=make_args(tmp_path, **kw), train_dataset=dataset,
+        model=student,
+        teacher_model=teacher,
+        args=make_args(tmp_path, **kw),
+        train_dataset=dataset,
         data_collator=ReportCollator(),
     )
     trainer.train()
@@ -38,10 +52,26 @@ def train(tmp_path, student, teacher=None, dataset=None, **kw):
 def test_gradient_accumulation_equals_large_batch(tmp_path, alpha):
     teacher, student = models()
     data = tiny_dataset(16, teacher=teacher)
-    big = train(tmp_path, _clone(student), None,
-                data, alpha=alpha, temperature=2.0, per_device_train_batch_size=8, gradient_accumulation_steps=1)
-    small = train(tmp_path, _clone(student), None, data, alpha=alpha, temperature=2.0,
-                  per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    big = train(
+        tmp_path,
+        _clone(student),
+        None,
+        data,
+        alpha=alpha,
+        temperature=2.0,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+    )
+    small = train(
+        tmp_path,
+        _clone(student),
+        None,
+        data,
+        alpha=alpha,
+        temperature=2.0,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+    )
     for (n, a), (_, b) in zip(big.model.named_parameters(), small.model.named_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
     moved = any(not torch.equal(a, b) for a, b in zip(big.model.parameters(), student.parameters()))
