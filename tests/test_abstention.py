@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from reportkd.abstention import empirical_threshold, selective_metrics
+
+
+def synthetic_scores(n=2000, seed=0):
+    """Confidence-dependent correctness: a well-ranked classifier with accuracy ~0.8."""
+    rng = np.random.default_rng(seed)
+    conf = rng.uniform(0.34, 1.0, n)
+    correct = rng.uniform(size=n) < conf
+    labels = np.where(correct, 0, 1)
+    probs = np.stack([conf, 1 - conf - 0.001, np.full(n, 0.001)], 1)
+    return probs, labels
+
+
+def test_threshold_reaches_target_with_maximal_coverage():
+    probs, labels = synthetic_scores()
+    th = empirical_threshold(probs, labels, 0.95)
+    m = selective_metrics(probs, labels, th.threshold)
+    assert m["selective_accuracy"] >= 0.95
+    assert m["coverage"] == pytest.approx(th.coverage)
+    # maximal: accepting the next lower confidence drops below target
+    conf = probs.max(1)
+    lower = conf[conf < th.threshold].max()
+    assert selective_metrics(probs, labels, lower)["selective_accuracy"] < 0.95
+    # monotone in target
+    covs = [empirical_threshold(probs, labels, t).coverage for t in (0.8, 0.9, 0.95, 0.99)]
+    assert covs == sorted(covs, reverse=True)
+
+
+def test_unreachable_target_and_perfect_model():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    wrong = np.array([1, 1, 1])
+    th = empirical_threshold(probs, wrong, 0.97)
+    assert th.coverage == 0 and th.threshold > 1 and th.accuracy is None
+    assert selective_metrics(probs, wrong, th.threshold)["coverage"] == 0
+    th = empirical_threshold(probs, np.zeros(3, int), 0.97)
+    assert th.coverage == 1 and th.threshold == pytest.approx(0.7)
+
+
+def test_ties_are_accepted_together():
+    probs = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 2)
+    labels = np.array([0, 0, 0, 1, 0, 0])
+    th = empirical_threshold(probs, labels, 0.75)
+    assert th.coverage in (4 / 6, 1.0) and th.n == 6
+
+
+def test_missing_labels_and_bad_probabilities():
+    probs, labels = synthetic_scores(100)
+    labels = labels.copy()
+    labels[:10] = -100
+    assert empirical_threshold(probs, labels, 0.9).n == 90
+    probs[[3, 7], 0] = np.nan
+    with pytest.raises(ValueError, match=r"rows \[3, 7\]"):
+        empirical_threshold(probs, labels, 0.9)
+    with pytest.raises(ValueError, match="target_accuracy"):
+        empirical_threshold(probs, labels, 1.5)
