@@ -14,6 +14,12 @@ import sys
 # command → (module, one-line help). Add a command by adding its module here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("reportkd.commands.demo", "Main job: teacher ensemble → distilled student → abstention at 97% accuracy."),
+    "calibrate": ("reportkd.commands.calibrate", "Calibrate abstention thresholds to a target accuracy."),
+    "predict": ("reportkd.commands.predict", "Label reports or abstain, per task, with calibrated thresholds."),
+    "evaluate-abstention": (
+        "reportkd.commands.evaluate_abstention",
+        "Accuracy, coverage, selective accuracy, AURC, ECE; risk–coverage and reliability plots.",
+    ),
 }
 
 

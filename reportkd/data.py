@@ -45,7 +45,7 @@ def is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in MISSING_STRINGS
 
 
-def _read_records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")):
         opener = gzip.open if name.endswith(".gz") else open
@@ -102,7 +102,7 @@ def load_reports(
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"Report file {path} does not exist.")
-        records = _read_records(path)
+        records = read_records(path)
         columns = sorted({k for r in records[:1000] for k in r})
         origin = str(path)
     else:

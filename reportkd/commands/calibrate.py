@@ -1,0 +1,108 @@
+"""``reportkd calibrate``: abstention thresholds at a target accuracy, written to a versioned thresholds file.
+
+    reportkd calibrate --model runs/student --data calibration.jsonl --target-accuracy 0.97 \\
+        --method ltt --delta 0.1 --out runs/student/thresholds.json
+    reportkd calibrate --predictions probs.npz --target-accuracy 0.97 --mode joint --out thresholds.json
+
+``--data`` must be reports the model never trained on (a calibration split) with every task's label column;
+reports with a missing label are left out of that task's calibration and counted. ``--predictions`` calibrates the
+saved probabilities of any model (format: :mod:`reportkd.predictions`). ``--method ltt`` gives thresholds such that
+accuracy on accepted reports is >= the target with probability >= 1 - delta on new data from the same source;
+``empirical`` just reaches it on the calibration split (no guarantee). An unreachable target gives threshold > 1:
+that task abstains on every report (coverage 0), reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._classifier import add_data_arguments, get_predictions
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("input (either --model with --data, or --predictions)")
+    src.add_argument("--model", help="Classifier directory (from `reportkd demo` or save_classifier).")
+    src.add_argument("--data", help="Labelled calibration reports (.jsonl[.gz], .csv, .parquet).")
+    src.add_argument("--predictions", help="Saved probabilities and labels (.npz / .jsonl; see reportkd.predictions).")
+    p.add_argument("--out", required=True, help="Thresholds file to write (e.g. MODEL_DIR/thresholds.json).")
+    p.add_argument("--target-accuracy", type=float, default=0.97, help="Accuracy required on accepted reports.")
+    p.add_argument(
+        "--method", choices=("empirical", "ltt"), default="ltt",
+        help="ltt (default): accuracy on accepted reports >= target with probability >= 1 - delta on new data; "
+        "empirical: reaches the target on this split only.",
+    )  # fmt: skip
+    p.add_argument("--delta", type=float, default=0.1, help="LTT: allowed probability that the target is missed.")
+    p.add_argument(
+        "--mode", choices=("per-task", "joint"), default="per-task",
+        help="joint: a report is auto-coded only if every task is accepted; the target is on the joint accuracy.",
+    )  # fmt: skip
+    p.add_argument("--p-value", choices=("binomial", "hoeffding_bentkus"), default="binomial", help="LTT p-value.")
+    p.add_argument("--fwer", choices=("fixed_sequence", "bonferroni"), default="fixed_sequence", help="LTT testing.")
+    p.add_argument("--temperature-scaling", action="store_true", help="Fit one temperature per task first.")
+    p.add_argument(
+        "--temperature-fraction", type=float, default=0.3,
+        help="Share of the calibration reports that fit the temperatures and are left out of threshold calibration.",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="Seed of the temperature hold-out split.")
+    add_data_arguments(p)
+
+
+def format_calibration(c, missing: dict[str, int] | None = None) -> str:
+    """A plain-text table of a :class:`~reportkd.abstention.Calibration`."""
+    head = f"{'task':<16} {'n':>6} {'missing':>7} {'threshold':>10} {'coverage':>9} {'accuracy':>9}"
+    lines = [head]
+    rows = list(c.tasks.items()) + ([("(joint)", c.joint)] if c.joint is not None else [])
+    for task, th in rows:
+        reached = th.reached
+        lines.append(
+            f"{task:<16} {th.n:>6} {th.n_missing:>7} {f'{th.threshold:.4f}' if reached else '—':>10} "
+            f"{th.coverage:>9.3f} {'—' if th.accuracy is None else f'{th.accuracy:.3f}':>9}"
+            + ("" if reached else "  target unreachable: abstains on every report (coverage 0)")
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reportkd.abstention import calibrate
+    from reportkd.thresholds import write_thresholds
+
+    preds, clf, run_ = get_predictions(
+        args, model=args.model, predictions=args.predictions, data=args.data, thresholds=None, require_labels=True
+    )
+    ltt = {"p_value": args.p_value, "fwer": args.fwer} if args.method == "ltt" else {}
+    c = calibrate(
+        preds.probs,
+        preds.labels,
+        args.target_accuracy,
+        method=args.method,
+        delta=args.delta,
+        mode=args.mode,
+        temperature_scaling=args.temperature_scaling,
+        temperature_fraction=args.temperature_fraction,
+        seed=args.seed,
+        **ltt,
+    )
+    task_labels = clf.task_labels if clf is not None else preds.task_labels
+    out = write_thresholds(
+        args.out,
+        c,
+        task_labels,
+        model_id=clf.model_id if clf is not None else preds.model_id,
+        model_sha256=clf.model_sha256 if clf is not None else None,
+        data=str(args.data or args.predictions),
+        reports=len(preds),
+        skipped_empty=len(run_.skipped_ids) if run_ is not None else 0,
+    )
+    guarantee = f", delta={args.delta}" if args.method == "ltt" else " (no guarantee on new data)"
+    print(
+        f"Calibrated {len(c.tasks)} task(s) on {c.calibration_size} reports"
+        + (f" ({c.temperature_size} more fitted the temperatures)" if c.temperature_size else "")
+        + (f", {len(run_.skipped_ids)} skipped for empty text" if run_ is not None and run_.skipped_ids else "")
+        + f": method {args.method}{guarantee}, mode {args.mode}, target accuracy {args.target_accuracy:.1%}."
+    )
+    print(format_calibration(c))
+    unreached = [t for t, th in c.tasks.items() if not th.reached]
+    if unreached:
+        print(f"Target unreachable for {unreached}: those tasks abstain on every report (coverage 0).")
+    print(f"Thresholds → {out}")
+    return 0
