@@ -1,0 +1,77 @@
+"""Argument parsing for recipes: dataclasses on the command line, with ``--config x.yaml`` underneath.
+
+The YAML keys are dataclass field names; flags given on the command line override the YAML values::
+
+    parser = RecipeParser((ScriptArguments, SKDConfig, ModelArguments))
+    script_args, training_args, model_args = parser.parse_args_and_config()
+
+Unknown YAML keys are refused with the list of accepted ones (a typo never passes silently).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+class RecipeParser(HfArgumentParser):
+    """``HfArgumentParser`` that reads defaults from ``--config <file.yaml>``.
+
+    Args:
+        dataclass_types: The argument dataclasses, in the order they are returned.
+        **kwargs: Further ``argparse.ArgumentParser`` arguments.
+    """
+
+    def __init__(self, dataclass_types: Sequence[type], **kwargs: Any) -> None:
+        super().__init__(dataclass_types, **kwargs)
+        self.add_argument("--config", default=None, help="YAML file of field: value defaults (flags override).")
+
+    def field_names(self) -> set[str]:
+        """Destinations of every argument (the dataclass field names)."""
+        return {a.dest for a in self._actions if a.dest not in ("help", "config")}
+
+    def load_config(self, path: str | Path) -> dict[str, Any]:
+        """Reads a YAML config and checks its keys.
+
+        Args:
+            path: The YAML file.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Config file {path} does not exist.")
+        with path.open(encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of field: value, got {type(data).__name__}.")
+        unknown = sorted(set(data) - self.field_names())
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown keys {unknown}. Accepted keys are the dataclass fields: "
+                f"{', '.join(sorted(self.field_names()))}."
+            )
+        return data
+
+    def parse_args_and_config(self, args: Sequence[str] | None = None) -> tuple[Any, ...]:
+        """Parses ``args`` (default ``sys.argv[1:]``) into the dataclasses, YAML values first, flags on top.
+
+        Args:
+            args: Command-line arguments.
+        """
+        args = list(sys.argv[1:] if args is None else args)
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config", default=None)
+        known, _ = pre.parse_known_args(args)
+        if known.config:
+            defaults = self.load_config(known.config)
+            for action in self._actions:
+                if action.dest in defaults:
+                    action.default = defaults[action.dest]
+                    action.required = False
+        outputs = self.parse_args_into_dataclasses(args=args, return_remaining_strings=False)
+        return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))

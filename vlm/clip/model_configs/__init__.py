@@ -1,0 +1,1 @@
+"""open_clip model configs (JSON) shipped with reportkd; registered by ``reportkd.vlm.clip.models``."""
