@@ -24,12 +24,12 @@ LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss")
 register_loss = LOSSES.register
 
 
-def _check_reduction(reduction: str) -> None:
+def check_reduction(reduction: str) -> None:
     if reduction not in ("none", "sum", "mean"):
         raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}.")
 
 
-def _check_temperature(temperature: float) -> None:
+def check_temperature(temperature: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
 
@@ -42,7 +42,7 @@ def _item_mask(shape: torch.Size, labels: torch.Tensor | None, ignore_index: int
     return labels != ignore_index
 
 
-def _reduce(
+def reduce_loss(
     per_item: torch.Tensor, mask: torch.Tensor, reduction: str, num_items_in_batch: torch.Tensor | int | None
 ) -> torch.Tensor:
     per_item = torch.where(mask, per_item, per_item.new_zeros(()))
@@ -69,7 +69,7 @@ def teacher_log_probs(teacher: torch.Tensor, *, temperature: float = 1.0, teache
         temperature: Softening temperature (> 0).
         teacher_type: ``"logits"`` or ``"probs"``.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if teacher_type == "logits":
         return F.log_softmax(teacher.float() / temperature, dim=-1)
     if teacher_type == "probs":
@@ -108,7 +108,7 @@ def soft_target_kd_loss(
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
         num_items_in_batch: Denominator for ``"mean"`` (counted items over the accumulation step).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
     if student_logits.shape != teacher.shape:
@@ -129,7 +129,7 @@ def soft_target_kd_loss(
         safe = torch.where(mask, labels, labels.new_zeros(()))
         ce = F.cross_entropy(student_logits.float().flatten(0, -2), safe.flatten(), reduction="none")
         per_item = per_item + (1 - alpha) * ce.view(mask.shape)
-    return _reduce(per_item, mask, reduction, num_items_in_batch)
+    return reduce_loss(per_item, mask, reduction, num_items_in_batch)
 
 
 @register_loss("generalized_jsd")
@@ -160,8 +160,8 @@ def generalized_jsd_loss(
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
         num_items_in_batch: Denominator for ``"mean"``.
     """
-    _check_reduction(reduction)
-    _check_temperature(temperature)
+    check_reduction(reduction)
+    check_temperature(temperature)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}.")
     if student_logits.shape != teacher_logits.shape:
@@ -181,7 +181,7 @@ def generalized_jsd_loss(
         log_1m = torch.log(torch.tensor(1 - beta, dtype=s.dtype, device=s.device))
         m = torch.logsumexp(torch.stack([t + log_beta, s + log_1m]), dim=0)
         per_item = beta * (t.exp() * (t - m)).sum(-1) + (1 - beta) * (s.exp() * (s - m)).sum(-1)
-    return _reduce(per_item, mask, reduction, num_items_in_batch)
+    return reduce_loss(per_item, mask, reduction, num_items_in_batch)
 
 
 @register_loss("forward_kl")
@@ -223,7 +223,7 @@ def feature_distillation_loss(
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
         num_items_in_batch: Denominator for ``"mean"``.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if projection is not None:
         student_features = projection(student_features)
     if student_features.shape != teacher_features.shape:
@@ -244,7 +244,7 @@ def feature_distillation_loss(
         raise ValueError(f"kind must be 'mse', 'cosine' or 'smooth_l1', got {kind!r}.")
     if mask is None:
         mask = torch.ones(per_item.shape, dtype=torch.bool, device=per_item.device)
-    return _reduce(per_item, mask.bool(), reduction, num_items_in_batch)
+    return reduce_loss(per_item, mask.bool(), reduction, num_items_in_batch)
 
 
 @register_loss("multitask_kd")

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 from reportkd.losses import (
     Reduction,
-    _check_reduction,
-    _check_temperature,
-    _reduce,
+    check_reduction,
+    check_temperature,
+    reduce_loss,
     feature_distillation_loss,
     register_loss,
 )
@@ -103,7 +103,7 @@ def clip_logits(
 
 
 def _mean_rows(per_row: torch.Tensor, reduction: Reduction) -> torch.Tensor:
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if reduction == "none":
         return per_row
     return per_row.sum() if reduction == "sum" else per_row.mean()
@@ -185,7 +185,7 @@ def clip_logit_kd_loss(
         gather: Use every process's pairs as columns.
         reduction: ``"mean"`` over local rows, ``"sum"`` or ``"none"``.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     s_i2t, s_t2i, _ = clip_logits(student_image, student_text, student_logit_scale, gather=gather)
     with torch.no_grad():
         t_i2t, t_t2i, _ = clip_logits(
@@ -268,7 +268,7 @@ def clip_relation_kd_loss(
         gather: Use every process's items as the relation set.
         reduction: ``"mean"`` over local rows, ``"sum"`` or ``"none"``.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if student_image.shape[0] * world_info()[1] < 2:
         raise ValueError("Relation KD compares each item with the others: use a (global) batch of at least 2.")
     per_row = student_image.new_zeros(student_image.shape[0], dtype=torch.float32)
@@ -314,14 +314,14 @@ def clip_feature_distillation_loss(
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
         num_items_in_batch: Denominator for ``"mean"`` (pairs over the accumulation step and processes).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     image = feature_distillation_loss(
         student_image, teacher_image, projection=image_projection, normalize=True, reduction="none"
     )
     text = feature_distillation_loss(student_text, teacher_text, projection=text_projection, normalize=True,
                                      reduction="none")  # fmt: skip
     per_item = (image + text) / 2
-    return _reduce(per_item, torch.ones_like(per_item, dtype=torch.bool), reduction, num_items_in_batch)
+    return reduce_loss(per_item, torch.ones_like(per_item, dtype=torch.bool), reduction, num_items_in_batch)
 
 
 @register_loss("clip_attention_kd")
@@ -344,7 +344,7 @@ def clip_attention_kd_loss(
         reduction: ``"none"`` (per item), ``"sum"`` or ``"mean"``.
         num_items_in_batch: Denominator for ``"mean"``.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     s, t = student_attention.float(), teacher_attention.detach().float()
     if s.dim() == 4 and s.shape[1] != t.shape[1]:
         s, t = s.mean(1), t.mean(1)
@@ -357,4 +357,4 @@ def clip_attention_kd_loss(
         t > 0, t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log()), torch.zeros((), device=s.device)
     )
     per_item = kl.sum(-1).flatten(1).mean(-1) if kl.dim() > 2 else kl.sum(-1)
-    return _reduce(per_item, torch.ones_like(per_item, dtype=torch.bool), reduction, num_items_in_batch)
+    return reduce_loss(per_item, torch.ones_like(per_item, dtype=torch.bool), reduction, num_items_in_batch)
