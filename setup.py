@@ -10,6 +10,12 @@ ROOTS = {"reportkd": "reportkd", "reportkd.text": "text", "reportkd.vlm": "vlm"}
 packages = []
 for name, folder in ROOTS.items():
     packages.append(name)
-    packages += [f"{name}.{sub}" for sub in find_packages(folder) if not (name == "reportkd" and sub.split(".")[0] in ("text", "vlm"))]
+    packages += [
+        f"{name}.{sub}"
+        for sub in find_packages(folder)
+        if not (name == "reportkd" and sub.split(".")[0] in ("text", "vlm"))
+    ]
 
-setup(packages=packages, package_dir=ROOTS, include_package_data=True, package_data={"": ["*.json", "*.py.j2", "*.md"]})
+setup(
+    packages=packages, package_dir=ROOTS, include_package_data=True, package_data={"": ["*.json", "*.py.j2", "*.md"]}
+)

@@ -136,12 +136,8 @@ def load_reports(
             out[t].append(None if v is None else str(v))
     stats.kept = len(out["id"])
     if stats.skipped_empty:
-        logger.warning(
-            "Skipped %d of %d reports with empty or too short text (< %d words).",
-            stats.skipped_empty,
-            stats.total,
-            max(min_words, 1),
-        )
+        why = "empty or whitespace-only text" if min_words <= 1 else f"text shorter than {min_words} words"
+        logger.warning("Skipped %d of %d reports with %s.", stats.skipped_empty, stats.total, why)
     if stats.kept == 0:
         raise ValueError(f"Every report in {origin} has empty text (column {text_column!r}); nothing to train on.")
     return Dataset.from_dict(out), stats

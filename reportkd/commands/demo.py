@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default="text", help="Column with the report text.")
     p.add_argument("--members", type=int, default=8, help="Teacher ensemble size.")
     p.add_argument("--folds", type=int, default=4, help="Out-of-fold soft labels over this many folds (1 = off).")
-    p.add_argument("--epochs", type=int, default=5, help="Epochs for every model (same budget).")
+    p.add_argument("--epochs", type=int, default=8, help="Epochs for every model (same budget).")
     p.add_argument("--alpha", type=float, default=0.5, help="Weight of soft labels in the student loss.")
     p.add_argument("--temperature", type=float, default=1.0, help="Distillation temperature.")
     p.add_argument("--target-accuracy", type=float, default=0.97, help="Abstention target accuracy.")
@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-dim", type=int, default=64, help="Word embedding size (paper: 300).")
     p.add_argument("--num-filters", type=int, default=64, help="Filters per window (paper: 300).")
     p.add_argument("--batch-size", type=int, default=32, help="Batch size.")
+    p.add_argument("--learning-rate", type=float, default=3e-3, help="Adam learning rate.")
     p.add_argument("--min-class-count", type=int, default=5, help="Rarer classes become 'other'.")
     p.add_argument("--min-words", type=int, default=1, help="Skip reports with fewer words (counted).")
     p.add_argument("--unknown-as-missing", action="store_true", help="Treat label 'unknown' as missing.")
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         embedding_dim=args.embedding_dim,
         num_filters=args.num_filters,
         batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
         min_class_count=args.min_class_count,
         min_words=args.min_words,
         unknown_as_missing=args.unknown_as_missing,

@@ -32,8 +32,8 @@ from reportkd.losses import (
     Reduction,
     check_reduction,
     check_temperature,
-    reduce_loss,
     feature_distillation_loss,
+    reduce_loss,
     register_loss,
 )
 

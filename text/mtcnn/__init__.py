@@ -1,0 +1,26 @@
+"""Multitask CNN (MtCNN) report classifier, its vectorized teacher ensemble and a word-level tokenizer.
+
+Importing this package registers `mtcnn` and `mtcnn_ensemble` with `AutoConfig` / `AutoModel` (idempotent).
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_mtcnn import MtCNNConfig, MtCNNEnsembleConfig
+from .ensemble import MtCNNEnsembleForReportClassification, MtCNNEnsembleOutput
+from .modeling_mtcnn import MtCNNForReportClassification, MtCNNOutput
+from .tokenization import train_word_tokenizer
+
+AutoConfig.register("mtcnn", MtCNNConfig, exist_ok=True)
+AutoConfig.register("mtcnn_ensemble", MtCNNEnsembleConfig, exist_ok=True)
+AutoModel.register(MtCNNConfig, MtCNNForReportClassification, exist_ok=True)
+AutoModel.register(MtCNNEnsembleConfig, MtCNNEnsembleForReportClassification, exist_ok=True)
+
+__all__ = [
+    "MtCNNConfig",
+    "MtCNNEnsembleConfig",
+    "MtCNNEnsembleForReportClassification",
+    "MtCNNEnsembleOutput",
+    "MtCNNForReportClassification",
+    "MtCNNOutput",
+    "train_word_tokenizer",
+]
