@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "reportkd.commands.evaluate_abstention",
         "Accuracy, coverage, selective accuracy, AURC, ECE; risk–coverage and reliability plots.",
     ),
+    "evaluate": ("reportkd.commands.evaluate", "Evaluate a classifier, generations or an open_clip model."),
 }
 
 

@@ -1,0 +1,95 @@
+"""``reportkd evaluate KIND``: one entry point for evaluating every model family the toolkit produces.
+
+    reportkd evaluate classifier --model DIR --data FILE          # per-task accuracy / balanced acc / F1 / AUROC
+    reportkd evaluate generations --predictions FILE              # ROUGE-L, BLEU, synoptic field accuracy
+    reportkd evaluate clip --model DIR [--data synthetic:n=600]   # retrieval R@k, zero-shot, linear probe
+
+Every kind prints a markdown table and writes JSON with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from reportkd.registry import Registry
+
+EVALUATORS: Registry[Any] = Registry("evaluator")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    c = sub.add_parser("classifier", help="Multitask report classifier (a directory saved by reportkd demo).")
+    c.add_argument("--model", required=True, help="Classifier directory.")
+    c.add_argument("--data", required=True, help="Labelled reports file.")
+    c.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for confidence intervals.")
+    from ._classifier import add_data_arguments
+
+    add_data_arguments(c)
+    g = sub.add_parser("generations", help="Generated synoptic lines against references (JSONL).")
+    g.add_argument("--predictions", required=True, help="JSONL with one generation and its reference per line.")
+    g.add_argument("--prediction-key", default="prediction", help="Key of the generated text.")
+    g.add_argument("--reference-key", default="reference", help="Key of the reference text.")
+    v = sub.add_parser("clip", help="open_clip model: retrieval, zero-shot, linear probe.")
+    v.add_argument("--model", required=True, help="Saved student dir, open_clip name or hf-hub: id.")
+    v.add_argument("--data", default="synthetic:n=600,size=64,seed=1000", help="Image-caption data source.")
+    v.add_argument("--batch-size", type=int, default=64, help="Pairs per forward pass.")
+    v.add_argument("--device", default="cpu", help="Device.")
+    for s in (c, g, v):
+        s.add_argument("--out", help="Write the metrics as JSON here.")
+
+
+@EVALUATORS.register("classifier")
+def evaluate_classifier(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from reportkd.evaluation import classification_metrics, format_metrics_table
+
+    from ._classifier import get_predictions
+
+    preds, _, _ = get_predictions(args, model=args.model, predictions=None, data=args.data, thresholds=None)
+    results = {
+        task: classification_metrics(preds.probs[task], preds.labels[task], n_bootstrap=args.bootstrap)
+        for task in preds.task_labels
+    }
+    return results, format_metrics_table(results)
+
+
+@EVALUATORS.register("generations")
+def evaluate_generations_file(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from reportkd.metrics import evaluate_generations
+
+    path = Path(args.predictions)
+    if not path.is_file():
+        raise FileNotFoundError(f"Predictions file {path} does not exist.")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    missing = [k for k in (args.prediction_key, args.reference_key) if rows and k not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} lines lack key(s) {missing}; they have {sorted(rows[0])}. Use --*-key options.")
+    metrics = evaluate_generations([r[args.prediction_key] for r in rows], [r[args.reference_key] for r in rows])
+    table = "| metric | value |\n|---|---|\n" + "\n".join(
+        f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)
+    )
+    return metrics, table
+
+
+@EVALUATORS.register("clip")
+def evaluate_clip_model(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from reportkd.vlm.evaluation import evaluate_clip
+
+    metrics = evaluate_clip(args.model, args.data, batch_size=args.batch_size, device=args.device)
+    table = "| metric | value |\n|---|---|\n" + "\n".join(
+        f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)
+    )
+    return metrics, table
+
+
+def run(args: argparse.Namespace) -> int:
+    results, table = EVALUATORS.get(args.kind)(args)
+    print(table)
+    if args.out:
+        from reportkd.utils import write_json
+
+        write_json(args.out, results)
+        print(f"\nMetrics → {args.out}")
+    return 0
