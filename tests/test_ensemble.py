@@ -169,6 +169,13 @@ def test_save_load_round_trip(ensemble, tmp_path):
     ids = batch()
     for task in TASKS:
         torch.testing.assert_close(loaded(ids).logits[task], ensemble(ids).logits[task], rtol=0, atol=0)
+    torch.testing.assert_close(loaded.member(2)(ids).logits["organ"], ensemble.member(2)(ids).logits["organ"])
+
+
+def test_accepts_plain_config():
+    config = MtCNNConfig(vocab_size=40, embedding_dim=6, num_filters=5, task_labels=TASKS, num_members=2)
+    model = MtCNNEnsembleForReportClassification(config)
+    assert isinstance(model.config, MtCNNEnsembleConfig) and model.num_members == 2
 
 
 def test_member_chunking_is_exact(ensemble):

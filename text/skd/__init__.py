@@ -1,0 +1,25 @@
+"""Speculative knowledge distillation (Xu et al., ICLR 2025) for causal language models, with its baselines.
+
+``SKDTrainer`` trains a student on completions of one of six sources (``SKDConfig.mode``): ``sft``,
+``supervised_kd``, ``on_policy`` (GKD), ``seq_kd``, ``skd`` and ``mixed``. :func:`interleaved_sample` is the
+batched, KV-cached, block-verified sampler behind the sampled modes.
+"""
+
+from .config import MODES, SKDConfig
+from .data import PromptCompletionCollator, position_ids
+from .sampling import SampleOutput, draw_noise, in_top_k, interleaved_sample, sample_tokens
+from .trainer import SKDTrainer, shared_vocabulary_size
+
+__all__ = [
+    "MODES",
+    "PromptCompletionCollator",
+    "SKDConfig",
+    "SKDTrainer",
+    "SampleOutput",
+    "draw_noise",
+    "in_top_k",
+    "interleaved_sample",
+    "position_ids",
+    "sample_tokens",
+    "shared_vocabulary_size",
+]
