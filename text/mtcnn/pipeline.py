@@ -36,7 +36,7 @@ from reportkd.trainer import DistillationConfig, DistillationTrainer
 from reportkd.utils import write_json
 
 from .configuration_mtcnn import MtCNNConfig
-from .ensemble import MtCNNEnsembleForReportClassification
+from .ensemble import MemberGradClipCallback, MtCNNEnsembleForReportClassification
 from .modeling_mtcnn import MtCNNForReportClassification
 from .tokenization import train_word_tokenizer
 
@@ -173,7 +173,6 @@ def training_args(output_dir: str | os.PathLike, settings: EnsembleDistillationS
         lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
-        optim="adamw_torch",
         seed=settings.seed,
         save_strategy="no",
         logging_strategy="epoch",
@@ -221,11 +220,13 @@ def train_teacher_ensemble(
     collator = FoldCollator(
         mfolds, pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(settings.kernel_sizes)
     )
+    # clip each member's gradient on its own (a shared clip factor would couple the members)
     trainer = DistillationTrainer(
         model=ensemble,
-        args=training_args(Path(output_dir) / "teacher", settings),
+        args=training_args(Path(output_dir) / "teacher", settings, max_grad_norm=0.0),
         train_dataset=train,
         data_collator=collator,
+        callbacks=[MemberGradClipCallback(1.0)],
     )
     trainer.train()
     ensemble.eval()
