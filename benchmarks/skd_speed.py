@@ -31,10 +31,10 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 
-TEACHER = {"model_type": "llama", "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 4,
+TEACHER = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
            "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True,
            "max_position_embeddings": 512}  # fmt: skip
-STUDENT = {**TEACHER, "hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 2}
+STUDENT = {**TEACHER, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2}  # the CPU recipe's sizes
 
 
 class StepTimer(TrainerCallback):
@@ -172,11 +172,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokenizer", help="Tokenizer (default: BPE trained on the prompts).")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--max-prompt-length", type=int, default=256)
-    parser.add_argument("--prompt-words", type=int, default=160)
-    parser.add_argument("--steps", type=int, default=5, help="Measured steps per run.")
+    parser.add_argument("--max-prompt-length", type=int, default=192)
+    parser.add_argument("--prompt-words", type=int, default=120)
+    parser.add_argument("--steps", type=int, default=6, help="Measured steps per run.")
     parser.add_argument("--warmup", type=int, default=1, help="Unmeasured first steps.")
-    parser.add_argument("--rounds", type=int, default=2, help="Runs of each method (interleaved; best is kept).")
+    parser.add_argument("--rounds", type=int, default=3, help="Runs of each method (interleaved; best is kept).")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     parser.add_argument("--methods", nargs="+", default=["trl_gkd", "on_policy", "on_policy_paper", "skd"])

@@ -12,7 +12,8 @@ student per mode from that same warm start with the same budget, and scores ever
     python recipes/skd_report_generation.py --config recipes/configs/skd_report_cpu.yaml
     python recipes/skd_report_generation.py --config recipes/configs/skd_report_cpu.yaml --modes sft skd
 
-Results go to ``<output_dir>/results.json``; the table is printed at the end.
+Results go to ``<output_dir>/results.json`` and each model's generations to ``<output_dir>/predictions/<model>.jsonl``
+(re-score them with ``reportkd evaluate generations --predictions <file>``); the table is printed at the end.
 """
 
 from __future__ import annotations
@@ -263,7 +264,8 @@ def generate(
     return outputs
 
 
-def score(name, model, tok, held_out, args: SKDConfig, script_args: ScriptArguments, extra=None) -> dict:
+def score(name, model, tok, held_out, args: SKDConfig, script_args: ScriptArguments, extra=None, out=None) -> dict:
+    """Greedy generations on the held-out reports, their metrics, and ``<out>/predictions/<name>.jsonl``."""
     start = time.perf_counter()
     preds = generate(
         model, tok, [ex["prompt"] for ex in held_out], args.max_prompt_length, args.max_completion_length,
@@ -274,6 +276,13 @@ def score(name, model, tok, held_out, args: SKDConfig, script_args: ScriptArgume
     metrics["eval_seconds"] = round(time.perf_counter() - start, 1)
     metrics["examples"] = [{"prediction": p, "reference": r} for p, r in list(zip(preds, refs))[:3]]
     metrics.update(extra or {})
+    # Per-report generations, for `reportkd evaluate generations --predictions <file>`.
+    if out is not None:
+        path = Path(out) / "predictions" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as f:
+            for p, r in zip(preds, refs):
+                f.write(json.dumps({"prediction": p, "reference": r}) + "\n")
     logger.info("%s: field accuracy %.3f, ROUGE-L %.3f", name, metrics["field_accuracy"], metrics["rougeL"])
     return metrics
 
@@ -348,8 +357,8 @@ def main(script_args: ScriptArguments, training_args: SKDConfig, model_args: Mod
         if reused:  # keep the training time of the run that trained it
             teacher_seconds = results.get("teacher", {}).get("train_seconds", teacher_seconds)
     teacher = teacher.to(training_args.device)
-    results["teacher"] = score("teacher", teacher, tok, held_out, training_args, script_args,
-                               {"train_seconds": teacher_seconds, "parameters": teacher.num_parameters()})  # fmt: skip
+    extra = {"train_seconds": teacher_seconds, "parameters": teacher.num_parameters()}
+    results["teacher"] = score("teacher", teacher, tok, held_out, training_args, script_args, extra, out)
 
     # Shared student warm start.
     def build_student():
@@ -374,7 +383,7 @@ def main(script_args: ScriptArguments, training_args: SKDConfig, model_args: Mod
     if reused:
         warm_seconds = results.get("student_init", {}).get("train_seconds", warm_seconds)
     extra = {"train_seconds": warm_seconds, "parameters": student.num_parameters()}
-    results["student_init"] = score("student_init", student, tok, held_out, training_args, script_args, extra)
+    results["student_init"] = score("student_init", student, tok, held_out, training_args, script_args, extra, out)
 
     # One student per mode, same start, same budget.
     from transformers import AutoModelForCausalLM
@@ -407,7 +416,7 @@ def main(script_args: ScriptArguments, training_args: SKDConfig, model_args: Mod
         speeds = [log["completion_tokens_per_second"] for log in logs]
         extra["completion_tokens_per_second"] = sum(speeds) / len(speeds) if speeds else None
         model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
-        results[spec] = score(spec, model, tok, held_out, args, script_args, extra)
+        results[spec] = score(spec, model, tok, held_out, args, script_args, extra, out)
         (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nHeld-out reports: {len(held_out)}; greedy decoding; field accuracy = exact match per field.\n")
     print(format_table(results))

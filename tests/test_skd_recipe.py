@@ -53,6 +53,14 @@ def test_recipe_runs_end_to_end_on_synthetic_reports(tmp_path, capsys):
     assert "acceptance_rate_last" in results["skd"]
     assert (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "skd_top_k_1").exists()
     assert "| skd@top_k=1 |" in capsys.readouterr().out
+    # The saved generations re-score to the same numbers through `reportkd evaluate generations`.
+    from reportkd.cli import main as cli
+
+    predictions = tmp_path / "run" / "predictions" / "skd_top_k_1.jsonl"
+    assert cli(["evaluate", "generations", "--predictions", str(predictions), "--out", str(tmp_path / "m.json")]) == 0
+    rescored = json.loads((tmp_path / "m.json").read_text())
+    for key in ("field_accuracy", "rougeL", "bleu", "accuracy_organ"):
+        assert rescored[key] == pytest.approx(results["skd@top_k=1"][key])
 
 
 @pytest.mark.shared_data

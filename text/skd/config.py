@@ -65,7 +65,7 @@ class SKDConfig(DistillationConfig):
     )
     top_k: int = field(default=25, metadata={"help": "SKD keeps student tokens within the teacher's top-K."})
     num_draft_tokens: int = field(
-        default=8, metadata={"help": "Most student tokens drafted per teacher verification (adapted per round)."}
+        default=16, metadata={"help": "Most student tokens drafted per teacher verification (adapted per round)."}
     )
     student_temperature: float = field(default=0.5, metadata={"help": "Student sampling temperature (0: greedy)."})
     student_top_p: float = field(default=0.5, metadata={"help": "Student nucleus (top-p) mass."})

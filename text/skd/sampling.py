@@ -232,7 +232,7 @@ def interleaved_sample(
     *,
     max_new_tokens: int,
     top_k: int = 25,
-    num_draft_tokens: int = 8,
+    num_draft_tokens: int = 16,
     student_temperature: float = 0.5,
     student_top_p: float = 0.5,
     teacher_temperature: float = 0.2,
