@@ -131,6 +131,8 @@ class DistillationTrainer(Trainer):
     """
 
     teacher_auto_class = AutoModel
+    # causal-LM students: score logits at position t against label t + 1 (subclasses that align labels set False)
+    shift_causal_labels = True
 
     def __init__(
         self,
@@ -161,7 +163,17 @@ class DistillationTrainer(Trainer):
             return None
         if self._is_multitask():
             return labels.ne(-100).sum(0)  # (T,): labelled reports per task
+        if self.shift_causal_labels and self._is_causal_lm():
+            labels = labels[..., 1:]  # position t predicts token t + 1
         return labels.ne(-100).sum()
+
+    def _is_causal_lm(self) -> bool:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        model = self.accelerator.unwrap_model(self.model)
+        if hasattr(model, "get_base_model"):  # peft
+            model = model.get_base_model()
+        return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
 
     def _is_multitask(self) -> bool:
         config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
@@ -200,6 +212,15 @@ class DistillationTrainer(Trainer):
                 t_out = self.teacher(**inputs)
             teacher_outputs = t_out["logits"] if isinstance(t_out, Mapping) else t_out[0]
             teacher_type = "logits"
+        if (
+            self.shift_causal_labels
+            and not isinstance(student, Mapping)
+            and labels is not None
+            and self._is_causal_lm()
+        ):
+            # causal LMs: logits at position t are scored against token t + 1 (teacher outputs likewise)
+            student, labels = student[:, :-1], labels[:, 1:]
+            teacher_outputs = teacher_outputs[:, :-1] if teacher_outputs is not None else None
         loss = self._distillation_loss(student, teacher_outputs, labels, teacher_type, num_items_in_batch)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes

@@ -123,3 +123,46 @@ def test_config_validation(tmp_path):
     for bad in ({"alpha": 1.5}, {"temperature": 0.0}, {"loss": "nope"}, {"teacher_outputs_type": "x"}):
         with pytest.raises(ValueError):
             make_args(tmp_path, **bad)
+
+
+def test_causal_lm_student_scores_next_token(tmp_path):
+    """A causal-LM student's loss compares logits at t with label t + 1 (a silent wrong answer otherwise)."""
+    from datasets import Dataset
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(
+        vocab_size=30,
+        n_positions=16,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        resid_pdrop=0,
+        embd_pdrop=0,
+        attn_pdrop=0,
+        eos_token_id=0,
+        bos_token_id=0,
+    )
+    student, teacher = GPT2LMHeadModel(cfg), GPT2LMHeadModel(cfg)
+    ids = torch.randint(0, 30, (4, 8))
+    labels = ids.clone()
+    labels[:, :3] = -100  # prompt
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "labels": labels.tolist()})
+
+    def collate(rows):
+        return {k: torch.tensor([r[k] for r in rows]) for k in ("input_ids", "labels")}
+
+    args = make_args(
+        tmp_path, alpha=0.3, temperature=1.0, teacher_outputs_type="logits", per_device_train_batch_size=4
+    )
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, data_collator=collate)
+    batch = collate([data[i] for i in range(4)])
+    n = trainer._count_items(batch)
+    assert int(n) == int(labels[:, 1:].ne(-100).sum())
+    loss = trainer.compute_loss(student, batch, num_items_in_batch=n)
+    with torch.no_grad():
+        s, t = student(input_ids=ids).logits, teacher(input_ids=ids).logits
+    from reportkd.losses import soft_target_kd_loss
+
+    expected = soft_target_kd_loss(s[:, :-1], t[:, :-1], labels[:, 1:], alpha=0.3)
+    torch.testing.assert_close(loss, expected)

@@ -45,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
 
     from reportkd.text.mtcnn.pipeline import EnsembleDistillationSettings, format_table, run_ensemble_distillation
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     settings = EnsembleDistillationSettings(
         tasks=tasks,

@@ -119,6 +119,8 @@ class SKDTrainer(DistillationTrainer):
         **kwargs: Further ``transformers.Trainer`` arguments (``train_dataset``, ``eval_dataset``, callbacks…).
     """
 
+    shift_causal_labels = False  # completion labels are aligned with the sliced logits in compute_loss
+
     teacher_auto_class = AutoModelForCausalLM
 
     def __init__(
