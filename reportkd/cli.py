@@ -20,7 +20,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "reportkd.commands.evaluate_abstention",
         "Accuracy, coverage, selective accuracy, AURC, ECE; risk–coverage and reliability plots.",
     ),
-    "evaluate": ("reportkd.commands.evaluate", "Evaluate a classifier, generations or an open_clip model."),
+    "evaluate": (
+        "reportkd.commands.evaluate",
+        "Evaluate a classifier, generations, an open_clip model, slide encoders or patch features.",
+    ),
+    "extract": ("reportkd.commands.extract", "Tile whole-slide images and extract patch features (resumable)."),
+    "push": ("reportkd.commands.push", "Push a saved model with its model card to a hub or a local hub directory."),
 }
 
 
