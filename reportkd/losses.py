@@ -314,3 +314,84 @@ def multitask_kd_loss(
             task_sum = task_sum / count.to(task_sum.device, task_sum.dtype).clamp_min(1)
         total = total + weights[i].to(total.device) * task_sum
     return total
+
+
+def deep_abstaining_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float | torch.Tensor,
+    ignore_index: int = -100,
+    reduction: Literal["none", "sum", "mean"] = "mean",
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Deep Abstaining Classifier loss (Thulasidasan et al., ICML 2019; FrESCO's DAC).
+
+    The last of the ``C + 1`` logits is an "abstain" class. With ``p_a`` its probability and ``p_y`` the true class's,
+    ``loss = (1 - p_a) * -log(p_y / (1 - p_a)) - alpha * log(1 - p_a)``: abstaining discounts the cross-entropy
+    of the renormalised class distribution and costs ``alpha * -log(1 - p_a)``. Large ``alpha`` → plain
+    cross-entropy; small ``alpha`` → the model abstains on hard (or mislabelled) reports. Computed from
+    log-sum-exps, so it is stable for confident logits.
+
+    Args:
+        logits: ``(B, C + 1)`` logits, abstain class last.
+        labels: ``(B,)`` class ids in ``[0, C)``; ``ignore_index`` marks a missing label.
+        alpha: Abstention penalty (float or 0-d tensor, >= 0).
+        ignore_index: Missing-label value.
+        reduction: ``"mean"`` (over labelled rows, or ``num_items_in_batch``), ``"sum"`` or ``"none"``.
+        num_items_in_batch: Optional denominator for ``"mean"`` (labelled rows over an accumulation step).
+    """
+    check_reduction(reduction)
+    if logits.shape[-1] < 3:
+        raise ValueError(f"DAC logits need at least 2 classes + the abstain class, got {logits.shape[-1]} columns.")
+    if float(alpha) < 0:
+        raise ValueError(f"alpha must be >= 0, got {float(alpha)}.")
+    logits = logits.float()
+    mask = labels != ignore_index
+    safe = torch.where(mask, labels, labels.new_zeros(()))
+    lse_all = torch.logsumexp(logits, dim=-1)
+    lse_classes = torch.logsumexp(logits[..., :-1], dim=-1)
+    log_keep = lse_classes - lse_all  # log(1 - p_a)
+    ce_renorm = lse_classes - logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # -log(p_y / (1 - p_a))
+    per_item = log_keep.exp() * ce_renorm - alpha * log_keep
+    return reduce_loss(per_item, mask, reduction, num_items_in_batch)
+
+
+def multitask_dac_loss(
+    logits: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    *,
+    alphas: Mapping[str, float] | torch.Tensor,
+    task_weights: Mapping[str, float] | None = None,
+    ignore_index: int = -100,
+    num_items_in_batch: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`deep_abstaining_loss` per task (one ``alpha`` each), weighted mean over tasks.
+
+    Normalised like :func:`multitask_kd_loss`: ``sum_t w_t * (task t's summed loss) / N_t``.
+
+    Args:
+        logits: Task → ``(B, C_t + 1)`` logits, abstain class last.
+        labels: ``(B, T)`` labels in the order of ``logits``.
+        alphas: Task → abstention penalty, or a ``(T,)`` tensor in task order.
+        task_weights: Optional task → weight.
+        ignore_index: Missing-label value.
+        num_items_in_batch: Optional ``(T,)`` per-task labelled counts over the accumulation step.
+    """
+    tasks = list(logits)
+    if labels.shape[-1] != len(tasks):
+        raise ValueError(f"labels have {labels.shape[-1]} task columns but there are {len(tasks)} tasks.")
+    weights = torch.tensor([1.0 if task_weights is None else float(task_weights.get(t, 0.0)) for t in tasks])
+    if weights.sum() <= 0:
+        raise ValueError("task_weights must give at least one task a positive weight.")
+    weights = weights / weights.sum()
+    total = next(iter(logits.values())).new_zeros((), dtype=torch.float32)
+    for i, task in enumerate(tasks):
+        alpha = alphas[i] if torch.is_tensor(alphas) else alphas[task]
+        y = labels[:, i]
+        count = num_items_in_batch[i] if num_items_in_batch is not None else (y != ignore_index).sum()
+        task_loss = deep_abstaining_loss(
+            logits[task], y, alpha=alpha, ignore_index=ignore_index, reduction="mean", num_items_in_batch=count
+        )
+        total = total + weights[i].to(total.device) * task_loss
+    return total

@@ -6,6 +6,7 @@ Importing this package registers `mtcnn` and `mtcnn_ensemble` with `AutoConfig` 
 from transformers import AutoConfig, AutoModel
 
 from .configuration_mtcnn import MtCNNConfig, MtCNNEnsembleConfig
+from .dac import DACConfig, DACTrainer, dac_alphas, dac_decisions
 from .ensemble import MtCNNEnsembleForReportClassification, MtCNNEnsembleOutput
 from .modeling_mtcnn import MtCNNForReportClassification, MtCNNOutput
 from .tokenization import train_word_tokenizer
@@ -16,6 +17,10 @@ AutoModel.register(MtCNNConfig, MtCNNForReportClassification, exist_ok=True)
 AutoModel.register(MtCNNEnsembleConfig, MtCNNEnsembleForReportClassification, exist_ok=True)
 
 __all__ = [
+    "DACConfig",
+    "DACTrainer",
+    "dac_alphas",
+    "dac_decisions",
     "MtCNNConfig",
     "MtCNNEnsembleConfig",
     "MtCNNEnsembleForReportClassification",

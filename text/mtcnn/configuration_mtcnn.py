@@ -35,6 +35,12 @@ class MtCNNConfig(PretrainedConfig):
         member_chunk_size: Ensemble only: members processed together by the fused kernel; None picks from a
             memory budget (all members on GPU, cache-sized chunks on CPU).
         embedding_init_std: Standard deviation of the random embedding initialisation.
+        abstain_class: Deep Abstaining Classifier (FrESCO's DAC): every task head gets one extra output, the
+            "abstain" class, trained with :func:`reportkd.losses.deep_abstaining_loss` (see
+            :class:`reportkd.text.mtcnn.DACTrainer`). Label maps are unchanged; probabilities returned by
+            ``predict_proba`` are over the real classes (renormalised), the abstain probability is separate.
+        dac_alpha: Initial abstention penalty of every task (DAC only; tuned during training by ``DACTrainer``
+            and stored with the weights as the ``dac_alpha`` buffer).
     """
 
     model_type = "mtcnn"
@@ -54,6 +60,8 @@ class MtCNNConfig(PretrainedConfig):
     conv_impl: str = "fused"
     member_chunk_size: int | None = None
     embedding_init_std: float = 0.05
+    abstain_class: bool = False
+    dac_alpha: float = 1.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -96,6 +104,10 @@ class MtCNNConfig(PretrainedConfig):
             )
         if self.conv_impl not in CONV_IMPLS:
             raise ValueError(f"MtCNNConfig.conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}.")
+        if not isinstance(self.dac_alpha, (int, float)) or self.dac_alpha < 0:
+            raise ValueError(f"MtCNNConfig.dac_alpha must be a number >= 0, got {self.dac_alpha!r}.")
+        if self.abstain_class and self.num_members > 1:
+            raise ValueError("abstain_class (DAC) is for single models; train the teacher ensemble without it.")
         if not self.embedding_init_std > 0:
             raise ValueError(f"MtCNNConfig.embedding_init_std must be > 0, got {self.embedding_init_std!r}.")
         if not self.task_labels:
@@ -129,6 +141,11 @@ class MtCNNConfig(PretrainedConfig):
     def num_labels(self) -> dict[str, int]:  # type: ignore[override]
         """Number of classes of each task (a dict, unlike the single-task `PretrainedConfig.num_labels`)."""
         return {task: len(self.task_labels[task]) for task in self.task_names}
+
+    @property
+    def num_outputs(self) -> dict[str, int]:
+        """Width of each task head: its classes, plus one abstain output when ``abstain_class``."""
+        return {task: n + int(bool(self.abstain_class)) for task, n in self.num_labels.items()}
 
     @num_labels.setter
     def num_labels(self, value: Any) -> None:

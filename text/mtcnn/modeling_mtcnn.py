@@ -357,8 +357,10 @@ class MtCNNForReportClassification(MtCNNPreTrainedModel):
         self.convs = nn.ModuleList(nn.Conv1d(config.embedding_dim, config.num_filters, k) for k in config.kernel_sizes)
         self.dropout = nn.Dropout(config.dropout)
         self.classifiers = nn.ModuleDict(
-            {task: nn.Linear(config.hidden_size, n) for task, n in config.num_labels.items()}
+            {task: nn.Linear(config.hidden_size, n) for task, n in config.num_outputs.items()}
         )
+        if config.abstain_class:  # DAC abstention penalties, one per task (tuned by DACTrainer, saved with weights)
+            self.register_buffer("dac_alpha", torch.full((len(config.task_names),), float(config.dac_alpha)))
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -375,6 +377,9 @@ class MtCNNForReportClassification(MtCNNPreTrainedModel):
         **kwargs,
     ) -> MtCNNOutput:
         """Logits of every task and, with labels, the multitask loss.
+
+        With ``config.abstain_class`` each task's logits end with the abstain output and the returned loss is the
+        cross-entropy of the real classes (renormalised); the DAC objective itself is computed by ``DACTrainer``.
 
         Args:
             input_ids: (B, L) token ids (right-padded; documents shorter than the largest kernel are fine).
@@ -394,12 +399,17 @@ class MtCNNForReportClassification(MtCNNPreTrainedModel):
         logits = {task: self.classifiers[task](hidden) for task in self.config.task_names}
         loss = None
         if labels is not None:
-            stacked = {task: value.unsqueeze(0) for task, value in logits.items()}
+            cut = -1 if self.config.abstain_class else None
+            stacked = {task: value[..., :cut].unsqueeze(0) for task, value in logits.items()}
             loss = multitask_loss(stacked, labels, self.config.task_names)[0]
         return MtCNNOutput(loss=loss, logits=logits, doc_embeddings=features)
 
     def predict_proba(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, temperature: float = 1.0
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        with_abstain: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Class probabilities softmax(logits / temperature) per task, in eval mode and without gradients.
 
@@ -407,9 +417,12 @@ class MtCNNForReportClassification(MtCNNPreTrainedModel):
             input_ids: (B, L) token ids.
             attention_mask: Optional (B, L) mask.
             temperature: Softmax temperature (> 0).
+            with_abstain: DAC models: return the ``C + 1`` probabilities (abstain last) instead of the real
+                classes' renormalised ones.
         """
         out = self._predict(lambda: self(input_ids, attention_mask=attention_mask), temperature)
-        return {task: F.softmax(value.float() / temperature, dim=-1) for task, value in out.logits.items()}
+        cut = -1 if self.config.abstain_class and not with_abstain else None
+        return {task: F.softmax(value[..., :cut].float() / temperature, dim=-1) for task, value in out.logits.items()}
 
 
 __all__ = [

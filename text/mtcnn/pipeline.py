@@ -53,7 +53,13 @@ class EnsembleDistillationSettings:
         members: Teacher ensemble size.
         folds: Out-of-fold soft labels: members are split over ``folds`` folds and each report's soft label comes
             from the members that did not train on it. ``1`` = every member trains on everything.
-        epochs: Epochs for teacher members, baseline and student alike.
+        epochs: Epochs for teacher members, baseline and student alike (unless overridden below).
+        teacher_epochs: Epochs of the teacher members (None = ``epochs``); fewer epochs = early-stopped members.
+        student_epochs: Epochs of the distilled student (None = ``epochs``).
+        member_sampling: ``"folds"`` (members split over ``folds`` folds, out-of-fold soft labels) or
+            ``"bagging"`` (each member trains on a random ``bag_fraction`` of the reports; a report's soft label
+            is the mean of the members that left it out, or of all members when none did).
+        bag_fraction: Fraction of the training reports each member sees with ``member_sampling="bagging"``.
         batch_size: Per-device batch size.
         learning_rate: Adam learning rate.
         embedding_dim: Word embedding size.
@@ -68,7 +74,8 @@ class EnsembleDistillationSettings:
         temperature: Distillation temperature.
         target_accuracy: Accuracy the abstention thresholds are calibrated to.
         split: Train / calibration / test fractions.
-        seed: Seed for splits, initialisation and data order.
+        seed: Seed for initialisation and data order (and the split unless ``split_seed`` is given).
+        split_seed: Seed of the train / calibration / test split (None = ``seed``); fix it to compare seeds.
         min_words: Reports with fewer words are skipped (and counted).
     """
 
@@ -77,6 +84,10 @@ class EnsembleDistillationSettings:
     members: int = 8
     folds: int = 4
     epochs: int = 8
+    teacher_epochs: int | None = None
+    student_epochs: int | None = None
+    member_sampling: str = "folds"
+    bag_fraction: float = 0.632
     batch_size: int = 32
     learning_rate: float = 3e-3
     embedding_dim: int = 64
@@ -92,6 +103,7 @@ class EnsembleDistillationSettings:
     target_accuracy: float = 0.97
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
+    split_seed: int | None = None
     min_words: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -104,6 +116,13 @@ class EnsembleDistillationSettings:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
         if not self.tasks:
             raise ValueError("Give at least one task column.")
+        for name in ("teacher_epochs", "student_epochs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}.")
+        if self.member_sampling not in ("folds", "bagging"):
+            raise ValueError(f"member_sampling must be 'folds' or 'bagging', got {self.member_sampling!r}.")
+        if not 0.0 < self.bag_fraction < 1.0:
+            raise ValueError(f"bag_fraction must be in (0, 1), got {self.bag_fraction}.")
 
 
 @dataclass
@@ -123,7 +142,8 @@ def prepare_data(source: Any, settings: EnsembleDistillationSettings) -> Prepare
     ds, stats = load_reports(
         source, text_column=settings.text_column, task_columns=settings.tasks, min_words=settings.min_words
     )
-    tr, ca, te = split_indices(len(ds), settings.split, seed=settings.seed)
+    split_seed = settings.seed if settings.split_seed is None else settings.split_seed
+    tr, ca, te = split_indices(len(ds), settings.split, seed=split_seed)
     train, cal, test = ds.select(tr), ds.select(ca), ds.select(te)
     tokenizer = train_word_tokenizer(
         train[settings.text_column], min_count=settings.min_word_count, max_length=settings.max_length
@@ -163,7 +183,12 @@ def model_config(prepared: PreparedData, settings: EnsembleDistillationSettings,
     )
 
 
-def training_args(output_dir: str | os.PathLike, settings: EnsembleDistillationSettings, **kw) -> DistillationConfig:
+def training_args(
+    output_dir: str | os.PathLike,
+    settings: EnsembleDistillationSettings,
+    config_class: type[DistillationConfig] = DistillationConfig,
+    **kw,
+) -> DistillationConfig:
     """One set of Trainer arguments for every model of the job (same budget for all)."""
     args = dict(
         output_dir=str(output_dir),
@@ -181,20 +206,15 @@ def training_args(output_dir: str | os.PathLike, settings: EnsembleDistillationS
         disable_tqdm=False,
     )
     args.update(kw)
-    return DistillationConfig(**args)
+    return config_class(**args)
 
 
-class FoldCollator(ReportCollator):
-    """Adds ``member_mask`` (members × batch): member ``m`` trains only on reports outside its fold."""
-
-    def __init__(self, member_folds: list[int], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.member_folds = torch.tensor(member_folds)
+class MemberMaskCollator(ReportCollator):
+    """Adds ``member_mask`` (members × batch) from each row's ``member_in`` list: which members train on it."""
 
     def __call__(self, features):
         batch = super().__call__(features)
-        folds = torch.tensor([f["fold"] for f in features])
-        batch["member_mask"] = self.member_folds[:, None] != folds[None, :]
+        batch["member_mask"] = torch.tensor([f["member_in"] for f in features], dtype=torch.bool).T
         return batch
 
 
@@ -205,25 +225,37 @@ def member_folds(settings: EnsembleDistillationSettings) -> list[int]:
     return [m % settings.folds for m in range(settings.members)]
 
 
+def member_training_mask(settings: EnsembleDistillationSettings, n_rows: int) -> np.ndarray:
+    """``(members, reports)`` bool: which reports each member trains on (folds or bagging, see the settings)."""
+    rng = np.random.default_rng(settings.seed + 1)
+    if settings.member_sampling == "bagging":
+        return rng.random((settings.members, n_rows)) < settings.bag_fraction
+    fold_of_row = rng.integers(0, max(settings.folds, 1), n_rows)
+    return np.asarray(member_folds(settings))[:, None] != fold_of_row[None, :]
+
+
 def train_teacher_ensemble(
     prepared: PreparedData, settings: EnsembleDistillationSettings, output_dir: str | os.PathLike
 ) -> tuple[MtCNNEnsembleForReportClassification, dict[str, np.ndarray]]:
     """Trains the vectorized teacher ensemble and returns it with the soft labels of the training reports.
 
-    With ``folds > 1`` a report's soft label is the mean softmax of the members that never saw it.
+    A report's soft label is the mean softmax of the members that never trained on it (out-of-fold / out-of-bag);
+    with ``folds == 1`` (or a report every bagged member saw) it is the mean over all members.
     """
     torch.manual_seed(settings.seed)
     ensemble = MtCNNEnsembleForReportClassification(model_config(prepared, settings, members=settings.members))
-    fold_of_row = np.random.default_rng(settings.seed + 1).integers(0, max(settings.folds, 1), len(prepared.train))
-    train = prepared.train.add_column("fold", fold_of_row.tolist())
-    mfolds = member_folds(settings)
-    collator = FoldCollator(
-        mfolds, pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(settings.kernel_sizes)
-    )
+    trains_on = member_training_mask(settings, len(prepared.train))
+    train = prepared.train.add_column("member_in", trains_on.T.tolist())
+    collator = MemberMaskCollator(pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(settings.kernel_sizes))
     # clip each member's gradient on its own (a shared clip factor would couple the members)
     trainer = DistillationTrainer(
         model=ensemble,
-        args=training_args(Path(output_dir) / "teacher", settings, max_grad_norm=0.0),
+        args=training_args(
+            Path(output_dir) / "teacher",
+            settings,
+            max_grad_norm=0.0,
+            num_train_epochs=settings.teacher_epochs or settings.epochs,
+        ),
         train_dataset=train,
         data_collator=collator,
         callbacks=[MemberGradClipCallback(1.0)],
@@ -231,19 +263,21 @@ def train_teacher_ensemble(
     trainer.train()
     ensemble.eval()
     member_probs = predict_member_probs(ensemble, prepared.train, pad_token_id=prepared.tokenizer.pad_token_id)
-    soft = {}
-    for task, p in member_probs.items():  # p: (M, N, C)
-        if settings.folds == 1:
-            soft[task] = p.mean(0)
-        else:
-            held_out = np.asarray(mfolds)[:, None] == fold_of_row[None, :]  # (M, N)
-            soft[task] = (p * held_out[..., None]).sum(0) / held_out.sum(0)[:, None]
+    held_out = ~trains_on
+    held_out[:, held_out.sum(0) == 0] = True  # no held-out member: use all of them
+    soft = {task: (p * held_out[..., None]).sum(0) / held_out.sum(0)[:, None] for task, p in member_probs.items()}
     return ensemble, soft
 
 
 @torch.no_grad()
 def predict_member_probs(
-    model, dataset: Dataset, *, pad_token_id: int = 0, batch_size: int = 128, temperature: float = 1.0
+    model,
+    dataset: Dataset,
+    *,
+    pad_token_id: int = 0,
+    batch_size: int = 128,
+    temperature: float = 1.0,
+    with_abstain: bool = False,
 ) -> dict[str, np.ndarray]:
     """Softmax per task: ``(M, N, C)`` per member for an ensemble, ``(N, C)`` for a single model.
 
@@ -253,6 +287,8 @@ def predict_member_probs(
         pad_token_id: Padding id of the tokenizer.
         batch_size: Prediction batch size.
         temperature: Softmax temperature (1 = the model's probabilities).
+        with_abstain: DAC models: ``C + 1`` probabilities with the abstain class last (default: the real classes,
+            renormalised).
     """
     model.eval()
     min_length = max(getattr(model.config, "kernel_sizes", [1]))
@@ -263,11 +299,12 @@ def predict_member_probs(
         collate_fn=ReportCollator(pad_token_id=pad_token_id, min_length=min_length),
     )
     device = next(model.parameters()).device
+    cut = -1 if getattr(model.config, "abstain_class", False) and not with_abstain else None
     chunks: dict[str, list[torch.Tensor]] = {}
     for batch in tqdm(loader, desc="Predicting", leave=False):
         out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
         for task, logits in out.logits.items():
-            chunks.setdefault(task, []).append(torch.softmax(logits.float() / temperature, -1).cpu())
+            chunks.setdefault(task, []).append(torch.softmax(logits[..., :cut].float() / temperature, -1).cpu())
     dim = 1 if getattr(model.config, "num_members", 1) > 1 else 0
     return {t: torch.cat(c, dim=dim).numpy() for t, c in chunks.items()}
 
@@ -278,7 +315,8 @@ def predict_probs(model, dataset: Dataset, **kwargs) -> dict[str, np.ndarray]:
     Args:
         model: An MtCNN or MtCNN ensemble.
         dataset: Rows with ``input_ids``.
-        **kwargs: ``pad_token_id``, ``batch_size``, ``temperature`` (see :func:`predict_member_probs`).
+        **kwargs: ``pad_token_id``, ``batch_size``, ``temperature``, ``with_abstain`` (see
+            :func:`predict_member_probs`).
     """
     probs = predict_member_probs(model, dataset, **kwargs)
     if getattr(model.config, "num_members", 1) > 1:
@@ -298,11 +336,67 @@ def train_single(
     train = prepared.train
     if soft_labels is not None:
         train = attach_teacher_outputs(train, soft_labels)
+    epochs = settings.student_epochs if soft_labels is not None and settings.student_epochs else settings.epochs
     args = training_args(
-        output_dir, settings, alpha=settings.alpha, temperature=settings.temperature, teacher_outputs_type="probs"
+        output_dir,
+        settings,
+        alpha=settings.alpha,
+        temperature=settings.temperature,
+        teacher_outputs_type="probs",
+        num_train_epochs=epochs,
     )
     collator = ReportCollator(pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(settings.kernel_sizes))
     DistillationTrainer(model=model, args=args, train_dataset=train, data_collator=collator).train()
+    return model.eval()
+
+
+def train_dac(
+    prepared: PreparedData,
+    settings: EnsembleDistillationSettings,
+    output_dir: str | os.PathLike,
+    *,
+    target_accuracy: float | None = None,
+    task_targets: dict[str, float] | None = None,
+    validation_fraction: float = 0.1,
+    alpha: float = 1.0,
+) -> MtCNNForReportClassification:
+    """Trains a Deep Abstaining Classifier MtCNN with hard labels (FrESCO's DAC), same budget as the baseline.
+
+    A random ``validation_fraction`` of the training reports is held out to tune the abstention penalties toward
+    the target accuracy (the calibration split stays untouched for threshold calibration).
+
+    Args:
+        prepared: Data from :func:`prepare_data`.
+        settings: Job settings (architecture, epochs, seed).
+        output_dir: Trainer output directory.
+        target_accuracy: Target accuracy of every task (None = ``settings.target_accuracy``).
+        task_targets: Per-task targets overriding it.
+        validation_fraction: Share of the training reports used to tune the penalties.
+        alpha: Initial abstention penalty.
+    """
+    from .dac import DACConfig, DACTrainer
+
+    torch.manual_seed(settings.seed + 7)
+    config = model_config(prepared, settings)
+    config.abstain_class, config.dac_alpha = True, float(alpha)
+    model = MtCNNForReportClassification(config)
+    order = np.random.default_rng(settings.seed + 3).permutation(len(prepared.train))
+    n_val = max(1, int(round(validation_fraction * len(order))))
+    args = training_args(
+        output_dir,
+        settings,
+        DACConfig,
+        dac_target_accuracy=settings.target_accuracy if target_accuracy is None else target_accuracy,
+        dac_task_targets=task_targets,
+    )
+    collator = ReportCollator(pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(settings.kernel_sizes))
+    DACTrainer(
+        model=model,
+        args=args,
+        train_dataset=prepared.train.select(np.sort(order[n_val:])),
+        eval_dataset=prepared.train.select(np.sort(order[:n_val])),
+        data_collator=collator,
+    ).train()
     return model.eval()
 
 
@@ -437,6 +531,7 @@ __all__ = [
     "prepare_data",
     "run_ensemble_distillation",
     "save_classifier",
+    "train_dac",
     "train_single",
     "train_teacher_ensemble",
 ]

@@ -1,0 +1,476 @@
+"""Abstention at a target accuracy on real TCGA reports: teacher ensemble, distilled students, baseline, DAC.
+
+One fixed train / calibration / test split (``--split-seed``); every model is trained with each of ``--seeds`` so
+differences are read against seed noise. Per task: test accuracy, AURC, and for each target accuracy (0.90 / 0.95 /
+0.97) the test coverage and realised test accuracy of empirical (the paper's) and Learn-then-Test (δ) thresholds
+calibrated on the calibration split. Student variants (``--students``) are entries of :data:`STUDENTS`; each names
+the teacher it distils (:data:`TEACHERS`). Probabilities are cached per model and seed, so a killed run resumes and
+new variants reuse trained teachers::
+
+    python benchmarks/abstention_tcga.py                                  # default: 3 seeds, student "oof"
+    python benchmarks/abstention_tcga.py --students oof,oof_soft --dac    # more variants, plus DAC
+    python benchmarks/abstention_tcga.py --seeds 0 --students oof_t2 --quick
+
+Writes ``benchmarks/results/abstention_tcga.{json,md}`` and risk–coverage / coverage PNGs; prints the JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tcga-reports" / "reports.jsonl.gz"
+TARGETS = (0.90, 0.95, 0.97)
+TASKS = ("organ", "cancer_type", "histology", "grade", "t_stage", "laterality", "behavior")
+
+# Teacher recipes: settings overrides that change the ensemble. Default: 8 members, 4 folds, out-of-fold labels.
+TEACHERS: dict[str, dict[str, Any]] = {
+    "oof8": {},
+    "oof8_early": {"teacher_epochs": 4},
+    "insample8": {"folds": 1},
+    "bag8": {"member_sampling": "bagging"},
+    "bag16": {"member_sampling": "bagging", "members": 16},
+    "oof16": {"members": 16},
+}
+# Student recipes: teacher + student settings overrides.
+STUDENTS: dict[str, dict[str, Any]] = {
+    "oof": {"teacher": "oof8"},
+    "oof_soft": {"teacher": "oof8", "alpha": 1.0},
+    "oof_t2": {"teacher": "oof8", "temperature": 2.0},
+    "oof_long": {"teacher": "oof8", "student_epochs": 16},
+    "oof_soft_long": {"teacher": "oof8", "alpha": 1.0, "student_epochs": 16},
+    "early": {"teacher": "oof8_early"},
+    "insample": {"teacher": "insample8"},
+    "bag": {"teacher": "bag8"},
+    "bag16": {"teacher": "bag16"},
+    "bag16_soft_long": {"teacher": "bag16", "alpha": 1.0, "student_epochs": 16},
+    "oof16": {"teacher": "oof16"},
+}
+DIFF_METRICS = [f"{m}@{t:.2f}.coverage" for m in ("empirical", "ltt") for t in TARGETS] + ["aurc", "accuracy"]
+TEACHER_KEYS = ("members", "folds", "teacher_epochs", "member_sampling", "bag_fraction")
+
+
+def _key(settings, keys) -> str:
+    d = asdict(settings)
+    blob = json.dumps({k: d[k] for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from reportkd.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _probs(model, prepared, **kw) -> dict[str, np.ndarray]:
+    from reportkd.text.mtcnn.pipeline import predict_probs
+
+    pad = prepared.tokenizer.pad_token_id
+    out = {}
+    for split in ("calibration", "test"):
+        for task, p in predict_probs(model, getattr(prepared, split), pad_token_id=pad, **kw).items():
+            out[f"{split}/{task}"] = p
+    return out
+
+
+def train_models(prepared, base, seed: int, students: list[str], dac: bool, cache: Path, log) -> dict[str, dict]:
+    """Trains (or loads cached probabilities of) baseline, ensembles, students and DAC for one seed."""
+    from reportkd.text.mtcnn.pipeline import train_dac, train_single, train_teacher_ensemble
+
+    settings = replace(base, seed=seed)
+    work = cache / f"seed{seed}"
+    results: dict[str, dict] = {}
+
+    def cached(name: str, key: str, build) -> dict[str, np.ndarray]:
+        path = work / f"{name}-{key}.npz"
+        arrays = _load_npz(path)
+        if arrays is None:
+            start = time.perf_counter()
+            arrays = build()
+            _save_npz(path, arrays)
+            log(f"seed {seed}: {name} trained in {time.perf_counter() - start:.0f} s")
+        return arrays
+
+    def build_baseline():
+        return _probs(train_single(prepared, settings, work / "tmp"), prepared)
+
+    results["baseline"] = cached("baseline", _key(settings, ("epochs",)), build_baseline)
+    soft_cache: dict[str, dict[str, np.ndarray]] = {}
+    for name in students:
+        spec = dict(STUDENTS[name])
+        teacher_name = spec.pop("teacher")
+        t_settings = replace(settings, **TEACHERS[teacher_name])
+        s_settings = replace(t_settings, **spec)
+        t_key = _key(t_settings, TEACHER_KEYS + ("epochs",))
+
+        def build_teacher(t_settings=t_settings):
+            ensemble, soft = train_teacher_ensemble(prepared, t_settings, work / "tmp")
+            out = _probs(ensemble, prepared)
+            out.update({f"soft/{t}": p for t, p in soft.items()})
+            return out
+
+        teacher = cached(f"teacher-{teacher_name}", t_key, build_teacher)
+        results.setdefault(f"ensemble-{teacher_name}", {k: v for k, v in teacher.items() if not k.startswith("soft/")})
+        soft_cache[teacher_name] = {k[5:]: v for k, v in teacher.items() if k.startswith("soft/")}
+        s_key = _key(s_settings, TEACHER_KEYS + ("epochs", "student_epochs", "alpha", "temperature"))
+        results[f"student-{name}"] = cached(
+            f"student-{name}",
+            s_key,
+            lambda s=s_settings, tn=teacher_name: _probs(
+                train_single(prepared, s, work / "tmp", soft_labels=soft_cache[tn]), prepared
+            ),
+        )
+    if dac:
+        targets = {t: (0.97 if t in ("organ", "cancer_type") else 0.90) for t in base.tasks}
+
+        def build_dac():
+            model = train_dac(prepared, settings, work / "tmp", task_targets=targets)
+            out = _probs(model, prepared)
+            out.update({f"abstain/{k}": v for k, v in _probs(model, prepared, with_abstain=True).items()})
+            return out
+
+        results["dac"] = cached("dac", _key(settings, ("epochs",)) + "v1", build_dac)
+    return results
+
+
+def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.ndarray]], delta: float) -> dict:
+    """Per task: accuracy, AURC, and per target × method the test coverage / accuracy on accepted reports."""
+    from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
+    from reportkd.selective_metrics import aurc
+
+    out = {}
+    for task in labels["test"]:
+        cal_p, test_p = arrays[f"calibration/{task}"], arrays[f"test/{task}"]
+        cal_y, test_y = labels["calibration"][task], labels["test"][task]
+        keep = test_y != -100
+        row: dict[str, Any] = {
+            "accuracy": float((test_p.argmax(1)[keep] == test_y[keep]).mean()),
+            "aurc": aurc(test_p, test_y),
+        }
+        for target in TARGETS:
+            for method, fn in (("empirical", empirical_threshold), ("ltt", ltt_threshold)):
+                kw = {"delta": delta} if method == "ltt" else {}
+                thr = fn(cal_p, cal_y, target, **kw)
+                m = selective_metrics(test_p, test_y, thr.threshold)
+                row[f"{method}@{target:.2f}"] = {
+                    "coverage": m["coverage"],
+                    "accuracy": m["selective_accuracy"],
+                    "met": None if m["selective_accuracy"] is None else m["selective_accuracy"] >= target,
+                }
+        if f"abstain/test/{task}" in arrays:  # DAC's own abstention
+            full = arrays[f"abstain/test/{task}"][keep]
+            accepted = full.argmax(1) != full.shape[1] - 1
+            pred = full[:, :-1].argmax(1)
+            row["dac_own"] = {
+                "coverage": float(accepted.mean()),
+                "accuracy": float((pred[accepted] == test_y[keep][accepted]).mean()) if accepted.any() else None,
+            }
+        out[task] = row
+    return out
+
+
+def ltt_resampling(arrays, labels, targets, delta: float, resamples: int, seed: int = 0) -> dict[str, dict]:
+    """Pools calibration + test, redraws equal-size splits; share of splits where LTT's test accuracy ≥ target."""
+    from reportkd.abstention import ltt_threshold, selective_metrics
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for task, target in targets.items():
+        p = np.concatenate([arrays[f"calibration/{task}"], arrays[f"test/{task}"]])
+        y = np.concatenate([labels["calibration"][task], labels["test"][task]])
+        n_cal = len(labels["calibration"][task])
+        met = accepted = 0
+        coverages = []
+        for _ in range(resamples):
+            perm = rng.permutation(len(y))
+            cal, test = perm[:n_cal], perm[n_cal:]
+            thr = ltt_threshold(p[cal], y[cal], target, delta)
+            m = selective_metrics(p[test], y[test], thr.threshold)
+            coverages.append(m["coverage"])
+            if m["selective_accuracy"] is not None:
+                accepted += 1
+                met += m["selective_accuracy"] >= target
+        out[task] = {
+            "target": target,
+            "resamples": resamples,
+            "with_coverage": accepted,
+            "met_fraction": met / accepted if accepted else None,
+            "mean_coverage": float(np.mean(coverages)),
+        }
+    return out
+
+
+def summarise(per_seed: dict[int, dict[str, dict]]) -> dict[str, Any]:
+    """Mean ± sd over seeds of every scalar, per model and task; paired student − baseline differences."""
+    models = sorted({m for r in per_seed.values() for m in r})
+    seeds = sorted(per_seed)
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                yield f"{prefix}{k}", float(v)
+
+    summary: dict[str, Any] = {}
+    for model in models:
+        runs = [per_seed[s][model] for s in seeds if model in per_seed[s]]
+        summary[model] = {}
+        for task in runs[0]:
+            values: dict[str, list[float]] = {}
+            for r in runs:
+                for k, v in leaves(r[task]):
+                    values.setdefault(k, []).append(v)
+            summary[model][task] = {
+                k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+                for k, v in values.items()
+            }
+    diffs: dict[str, Any] = {}
+    for model in models:
+        if not model.startswith("student-"):
+            continue
+        diffs[model] = {}
+        for task in summary[model]:
+            d = {}
+            for metric in DIFF_METRICS:
+                pairs = [
+                    (
+                        dict(leaves(per_seed[s][model][task])).get(metric),
+                        dict(leaves(per_seed[s]["baseline"][task])).get(metric),
+                    )
+                    for s in seeds
+                    if model in per_seed[s]
+                ]
+                delta = [a - b for a, b in pairs if a is not None and b is not None]
+                if delta:
+                    d[metric] = {
+                        "mean": float(np.mean(delta)),
+                        "sd": float(np.std(delta, ddof=1)) if len(delta) > 1 else 0.0,
+                        "wins": int(sum(x > 0 for x in delta)),
+                        "n": len(delta),
+                    }
+            diffs[model][task] = d
+    return {"models": summary, "student_minus_baseline": diffs}
+
+
+def markdown(summary: dict[str, Any], tasks: list[str], seeds: list[int]) -> str:
+    """Per task and target: coverage (mean ± sd over seeds) of each model with empirical and LTT thresholds."""
+    models = summary["models"]
+    order = ["baseline"] + sorted(m for m in models if m.startswith("student-"))
+    order += sorted(m for m in models if m.startswith("ensemble-")) + [m for m in ("dac",) if m in models]
+
+    def fmt(stat, key, digits=3):
+        s = stat.get(key)
+        return "—" if s is None else f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
+
+    lines = [
+        f"Seeds: {seeds}. Cells: mean ± sd over seeds. Coverage on the test split at the target accuracy with",
+        "thresholds calibrated on the calibration split; realised accuracy on accepted test reports in brackets.",
+        "",
+    ]
+    for task in tasks:
+        lines += [
+            f"### {task}",
+            "",
+            "| model | accuracy | AURC | "
+            + " | ".join(f"cov@{t:.2f} emp. [acc] | cov@{t:.2f} LTT [acc]" for t in TARGETS)
+            + " |",
+        ]
+        lines.append("|---|---|---|" + "---|---|" * len(TARGETS))
+        for model in order:
+            st = models.get(model, {}).get(task)
+            if st is None:
+                continue
+            cells = [fmt(st, "accuracy"), fmt(st, "aurc")]
+            for t in TARGETS:
+                for method in ("empirical", "ltt"):
+                    acc = st.get(f"{method}@{t:.2f}.accuracy")
+                    cells.append(fmt(st, f"{method}@{t:.2f}.coverage") + (f" [{acc['mean']:.3f}]" if acc else ""))
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        if "dac" in models and "dac_own.coverage" in models["dac"].get(task, {}):
+            st = models["dac"][task]
+            acc = st.get("dac_own.accuracy")
+            acc_text = "—" if acc is None else f"{acc['mean']:.3f}"
+            lines.append(f"\nDAC's own abstention: coverage {fmt(st, 'dac_own.coverage')}, accuracy {acc_text}.")
+        lines.append("")
+    lines += [
+        "### Student − baseline (paired by seed; wins = seeds where the student is higher)",
+        "",
+        "| student | task | Δcov@0.90 emp. | Δcov@0.95 emp. | Δcov@0.97 emp. | Δcov@0.97 LTT | ΔAURC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, per_task in summary["student_minus_baseline"].items():
+        for task in tasks:
+            d = per_task.get(task, {})
+
+            def cell(metric, d=d):
+                s = d.get(metric)
+                return "—" if s is None else f"{s['mean']:+.3f} ± {s['sd']:.3f} ({s['wins']}/{s['n']})"
+
+            lines.append(
+                f"| {model} | {task} | "
+                + " | ".join(
+                    cell(m)
+                    for m in (
+                        "empirical@0.90.coverage",
+                        "empirical@0.95.coverage",
+                        "empirical@0.97.coverage",
+                        "ltt@0.97.coverage",
+                        "aurc",
+                    )
+                )
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def plots(per_seed_arrays: dict[str, dict[str, np.ndarray]], labels, tasks, out_dir: Path, summary) -> list[str]:
+    """Risk–coverage curves (first seed) and coverage-at-target bars (mean ± sd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reportkd.plots import plot_risk_coverage
+    from reportkd.selective_metrics import risk_coverage_curve
+    from reportkd.utils import atomic_path
+
+    curves = {
+        model: {t: risk_coverage_curve(a[f"test/{t}"], labels["test"][t]) for t in tasks}
+        for model, a in per_seed_arrays.items()
+    }
+    paths = [plot_risk_coverage(curves, out_dir / "abstention_tcga_risk_coverage.png", target_accuracy=0.97)]
+    models = summary["models"]
+    names = list(models)
+    fig, axes = plt.subplots(1, len(TARGETS), figsize=(5 * len(TARGETS), 4), sharey=True)
+    for ax, target in zip(np.atleast_1d(axes), TARGETS):
+        x = np.arange(len(tasks))
+        width = 0.8 / max(len(names), 1)
+        for i, m in enumerate(names):
+            key = f"empirical@{target:.2f}.coverage"
+            mean = [models[m].get(t, {}).get(key, {}).get("mean", np.nan) for t in tasks]
+            sd = [models[m].get(t, {}).get(key, {}).get("sd", 0.0) for t in tasks]
+            ax.bar(x + i * width, mean, width, yerr=sd, label=m, capsize=2)
+        ax.set(title=f"coverage at {target:.0%} accuracy (empirical)", xticks=x + 0.4 - width / 2)
+        ax.set_xticklabels(tasks, rotation=30, ha="right", fontsize=8)
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "abstention_tcga_coverage.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return [str(p) for p in paths] + [str(path)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="TCGA reports (JSONL.gz).")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Training seeds.")
+    p.add_argument("--split-seed", type=int, default=0, help="Seed of the fixed train/calibration/test split.")
+    p.add_argument("--students", default="oof", help=f"Comma-separated student variants: {', '.join(STUDENTS)}.")
+    p.add_argument("--dac", action="store_true", help="Also train a Deep Abstaining Classifier.")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--delta", type=float, default=0.1, help="LTT risk level.")
+    p.add_argument("--resamples", type=int, default=200, help="Resampled splits for the LTT guarantee check.")
+    p.add_argument("--quick", action="store_true", help="Tiny settings to check the script (not a measurement).")
+    p.add_argument("--cache-dir", default=str(ROOT / "outputs" / "abstention_tcga_cache"))
+    p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--name", default="abstention_tcga", help="Output file stem.")
+    args = p.parse_args(argv)
+
+    from reportkd.text.mtcnn.pipeline import EnsembleDistillationSettings, labels_by_task, prepare_data
+
+    from reportkd.utils import write_json
+
+    data = Path(args.data)
+    if not data.is_file():
+        raise SystemExit(f"{data} not found: this benchmark needs ../shared/data/tcga-reports (or --data FILE).")
+    students = [s for s in args.students.split(",") if s]
+    unknown = [s for s in students if s not in STUDENTS]
+    if unknown:
+        raise SystemExit(f"Unknown student variant(s) {unknown}; known: {', '.join(STUDENTS)}.")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    base = EnsembleDistillationSettings(
+        tasks=TASKS, epochs=args.epochs, max_length=args.max_length, seed=args.seeds[0], split_seed=args.split_seed
+    )
+    cache = Path(args.cache_dir)
+    if args.quick:
+        base = replace(base, members=4, folds=2, epochs=1, embedding_dim=16, num_filters=8, max_length=64)
+        cache = cache / "quick"
+        args.out_dir = str(cache)
+    started = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    prepared = prepare_data(str(data), base)
+    labels = {
+        split: labels_by_task(getattr(prepared, split), prepared.task_labels) for split in ("calibration", "test")
+    }
+    log(f"data: train {len(prepared.train)}, calibration {len(prepared.calibration)}, test {len(prepared.test)}")
+    per_seed_metrics: dict[int, dict[str, dict]] = {}
+    first_arrays: dict[str, dict[str, np.ndarray]] = {}
+    for seed in args.seeds:
+        arrays = train_models(prepared, base, seed, students, args.dac, cache, log)
+        per_seed_metrics[seed] = {m: task_metrics(a, labels, args.delta) for m, a in arrays.items()}
+        first_arrays = first_arrays or arrays
+    summary = summarise(per_seed_metrics)
+    ltt_targets = {t: (0.97 if t in ("organ", "cancer_type") else 0.90) for t in TASKS}
+    guarantee = {
+        m: ltt_resampling(a, labels, ltt_targets, args.delta, args.resamples)
+        for m, a in first_arrays.items()
+        if m in ("baseline", f"student-{students[0]}" if students else "")
+    }
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = plots(first_arrays, labels, list(TASKS), out_dir, summary)
+    result = {
+        "command": "python benchmarks/abstention_tcga.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {k: v for k, v in asdict(base).items() if k != "extra"},
+        "teachers": {k: v for k, v in TEACHERS.items()},
+        "students": {s: STUDENTS[s] for s in students},
+        "data": {
+            "train": len(prepared.train),
+            "calibration": len(prepared.calibration),
+            "test": len(prepared.test),
+            "classes": {t: len(v) for t, v in prepared.task_labels.items()},
+        },  # fmt: skip
+        "seeds": args.seeds,
+        "delta": args.delta,
+        "per_seed": per_seed_metrics,
+        "summary": summary,
+        "ltt_resampling": guarantee,
+        "figures": figures,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    md = markdown(summary, list(TASKS), args.seeds)
+    if not args.quick:
+        write_json(out_dir / f"{args.name}.json", result)
+        (out_dir / f"{args.name}.md").write_text(md + "\n")
+    print(md, file=sys.stderr)
+    print(json.dumps({"summary": summary["student_minus_baseline"], "ltt_resampling": guarantee}, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
