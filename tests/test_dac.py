@@ -100,7 +100,8 @@ def test_dac_mtcnn_abstains_on_the_noisy_reports_and_round_trips(tmp_path):
         output_dir=str(tmp_path / "run"), num_train_epochs=12, per_device_train_batch_size=32, learning_rate=1e-2,
         dac_target_accuracy=None, report_to="none", save_strategy="no", disable_tqdm=True, seed=0,
     )  # fmt: skip
-    DACTrainer(model=model, args=args, train_dataset=data.remove_columns("kind"), data_collator=ReportCollator()).train()
+    train = data.remove_columns("kind")
+    DACTrainer(model=model, args=args, train_dataset=train, data_collator=ReportCollator()).train()
     batch = ReportCollator()([{"input_ids": r["input_ids"]} for r in data])
     full = model.predict_proba(batch["input_ids"], batch["attention_mask"], with_abstain=True)["site"].numpy()
     pred, abstained = dac_decisions(full)
