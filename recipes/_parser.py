@@ -5,7 +5,12 @@ The YAML keys are dataclass field names; flags given on the command line overrid
     parser = RecipeParser((ScriptArguments, SKDConfig, ModelArguments))
     script_args, training_args, model_args = parser.parse_args_and_config()
 
-Unknown YAML keys are refused with the list of accepted ones (a typo never passes silently).
+Unknown YAML keys are refused with the list of accepted ones (a typo never passes silently). One more key is
+accepted: ``env:``, a mapping of environment variables set before anything else (see ``_env.py``)::
+
+    env:
+      OMP_NUM_THREADS: 1
+      HF_HUB_OFFLINE: 1
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _env import ENV_KEY, apply_env, env_block
 from transformers import HfArgumentParser
+
+__all__ = ["ENV_KEY", "RecipeParser", "apply_env", "env_block"]
 
 
 class RecipeParser(HfArgumentParser):
@@ -37,7 +45,7 @@ class RecipeParser(HfArgumentParser):
         return {a.dest for a in self._actions if a.dest not in ("help", "config")}
 
     def load_config(self, path: str | Path) -> dict[str, Any]:
-        """Reads a YAML config and checks its keys.
+        """Reads a YAML config and checks its keys; the ``env:`` block is validated and left out.
 
         Args:
             path: The YAML file.
@@ -49,16 +57,20 @@ class RecipeParser(HfArgumentParser):
             data = yaml.safe_load(f) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of field: value, got {type(data).__name__}.")
+        env_block(data, str(path))  # validates
+        data.pop(ENV_KEY, None)
         unknown = sorted(set(data) - self.field_names())
         if unknown:
             raise ValueError(
                 f"{path}: unknown keys {unknown}. Accepted keys are the dataclass fields: "
-                f"{', '.join(sorted(self.field_names()))}."
+                f"{', '.join(sorted(self.field_names()))} (and 'env')."
             )
         return data
 
     def parse_args_and_config(self, args: Sequence[str] | None = None) -> tuple[Any, ...]:
         """Parses ``args`` (default ``sys.argv[1:]``) into the dataclasses, YAML values first, flags on top.
+
+        The config's ``env:`` variables are set first.
 
         Args:
             args: Command-line arguments.
@@ -68,6 +80,7 @@ class RecipeParser(HfArgumentParser):
         pre.add_argument("--config", default=None)
         known, _ = pre.parse_known_args(args)
         if known.config:
+            apply_env(args)
             defaults = self.load_config(known.config)
             for action in self._actions:
                 if action.dest in defaults:

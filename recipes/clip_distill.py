@@ -1,11 +1,21 @@
 """Recipe: distil an open_clip teacher (e.g. QuiltNet) into a small open_clip student.
 
-    python recipes/clip_distill.py --config recipes/configs/clip_distill_synthetic.yaml      # offline demo
-    accelerate launch recipes/clip_distill.py --config recipes/configs/clip_distill.yaml    # QuiltNet teacher
+    # CPU, seconds: tiny models on synthetic H&E tiles (tests run it)
+    python recipes/clip_distill.py --config recipes/configs/clip_distill_quick.yaml
+    # offline demo, ~10 minutes on CPU: a teacher trained from scratch, then distilled
+    python recipes/clip_distill.py --config recipes/configs/clip_distill_synthetic.yaml
+    # several GPUs, QuiltNet teacher from the hub (2 CPU processes: --multi_gpu with CUDA hidden and --use_cpu)
+    accelerate launch --multi_gpu --num_processes 4 recipes/clip_distill.py --config recipes/configs/clip_distill.yaml
+    # LoRA student (adapters merged into plain open_clip weights when saved)
+    python recipes/clip_distill.py --config recipes/configs/clip_distill_quick.yaml --lora_r 8
+    # push the student (private) or write it to a local hub folder
+    python recipes/clip_distill.py --config recipes/configs/clip_distill_quick.yaml \
+        --push_to_hub --hub_model_id org/clip-student --hub_local_dir /models/hub
 
 YAML keys are the field names of :class:`ScriptArguments` and
-:class:`reportkd.vlm.clip.trainer.CLIPDistillationConfig`; command-line flags (``--max_steps 10``) override them.
-The student is saved in open_clip's hub format under ``<output_dir>/student`` with a model card, and loads with
+:class:`reportkd.vlm.clip.trainer.CLIPDistillationConfig` (plus ``env:``); command-line flags (``--max_steps 10``)
+override them. The student is saved in open_clip's hub format under ``<output_dir>/student`` with
+``eval_results.json``, ``distillation.json`` and a model card, and loads with
 ``open_clip.create_model_and_transforms("local-dir:<output_dir>/student")``.
 """
 
@@ -18,12 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __name__ == "__main__":
+    from _env import apply_env
+
+    apply_env(sys.argv[1:])  # the config's env: block, before torch / transformers read the environment
 from _parser import RecipeParser  # noqa: E402
 from reportkd.vlm.clip.data import CLIPCollator, load_image_text_dataset  # noqa: E402
-from reportkd.vlm.clip.model_card import render_model_card  # noqa: E402
-from reportkd.vlm.clip.models import count_parameters, load_open_clip  # noqa: E402
+from reportkd.vlm.clip.model_card import distillation_info  # noqa: E402
+from reportkd.vlm.clip.models import load_open_clip  # noqa: E402
 from reportkd.vlm.clip.trainer import CLIPDistillationConfig, CLIPDistillationTrainer  # noqa: E402
 from reportkd.vlm.evaluation import evaluate_clip  # noqa: E402
+from transformers import set_seed  # noqa: E402
+
+from reportkd.hub import write_card  # noqa: E402
 
 
 @dataclass
@@ -88,6 +105,7 @@ def _data(source: str, script_args: ScriptArguments):
 
 def train_teacher(script_args: ScriptArguments, args: CLIPDistillationConfig, train_dataset) -> str:
     """Trains the teacher architecture from scratch (contrastive loss) and returns its saved directory."""
+    set_seed(args.seed)  # the same initialisation however many processes run
     teacher = load_open_clip(args.teacher_model_name_or_path, pretrained=script_args.teacher_pretrained)
     out = Path(args.output_dir) / "teacher"
     teacher_args = dataclasses.replace(
@@ -101,9 +119,10 @@ def train_teacher(script_args: ScriptArguments, args: CLIPDistillationConfig, tr
         data_collator=CLIPCollator.for_models(teacher, train=script_args.train_augment),
     )  # fmt: skip
     trainer.train()
-    card = render_model_card(model_name="teacher", student=teacher.name, teacher=None,
-                             losses={"clip_contrastive": 1.0}, dataset=script_args.train_data)  # fmt: skip
-    trainer.save_student(str(out / "model"), model_cfg=teacher.model_cfg, model_card=card)
+    if trainer.save_student(str(out / "model"), model_cfg=teacher.model_cfg):
+        distillation_info(student=teacher.name, teacher=None, losses={"clip_contrastive": 1.0},
+                          dataset=script_args.train_data).save(out / "model")  # fmt: skip
+        write_card(out / "model", "ORG/teacher")
     trainer.accelerator.wait_for_everyone()  # the other processes load what the main process saved
     return str(out / "model")
 
@@ -111,6 +130,7 @@ def train_teacher(script_args: ScriptArguments, args: CLIPDistillationConfig, tr
 def main(script_args: ScriptArguments, args: CLIPDistillationConfig) -> dict:
     """Trains (optionally the teacher first, then) the student, evaluates it and saves it in open_clip's format."""
     train_dataset = _data(script_args.train_data, script_args)
+    teacher_name = args.teacher_model_name_or_path  # before a teacher trained here replaces it with its folder
     if script_args.teacher_train_steps > 0:
         if not args.teacher_model_name_or_path:
             raise ValueError(
@@ -120,6 +140,7 @@ def main(script_args: ScriptArguments, args: CLIPDistillationConfig) -> dict:
         teacher_pretrained = None
     else:
         teacher_pretrained = script_args.teacher_pretrained
+    set_seed(args.seed + 1)  # the same initialisation however many processes run
     student = load_open_clip(script_args.student_model, pretrained=script_args.student_pretrained)
     teacher = load_open_clip(args.teacher_model_name_or_path, pretrained=teacher_pretrained) if (
         args.uses_teacher()) else None  # fmt: skip
@@ -130,7 +151,8 @@ def main(script_args: ScriptArguments, args: CLIPDistillationConfig) -> dict:
         model = get_peft_model(model, LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
                                                  target_modules=script_args.lora_target_modules))  # fmt: skip
     trainer = CLIPDistillationTrainer(
-        model=model, teacher_model=teacher.model if teacher else None, args=args, train_dataset=train_dataset,
+        model=model, teacher_model=teacher.model if teacher else None, train_dataset=train_dataset,
+        args=dataclasses.replace(args, push_to_hub=False),  # pushed once at the end, in open_clip's format
         data_collator=CLIPCollator.for_models(student, teacher, train=script_args.train_augment),
     )  # fmt: skip
     trainer.train()
@@ -146,17 +168,26 @@ def main(script_args: ScriptArguments, args: CLIPDistillationConfig) -> dict:
     extra = {"temperature": args.temperature, "contrastive_accumulation": args.contrastive_accumulation}
     if args.mask_ratio_start or args.mask_ratio_end:
         extra["attention-guided masking"] = f"{args.mask_ratio_start}->{args.mask_ratio_end} ({args.mask_mode})"
-    card = render_model_card(
-        model_name=Path(args.output_dir).name + "-student", student=script_args.student_model,
-        teacher=args.teacher_model_name_or_path if teacher else None, losses=weights,
-        dataset=script_args.train_data, metrics=metrics, parameters=count_parameters(model),
-        command="python recipes/clip_distill.py " + " ".join(sys.argv[1:]), extra=extra,
-    )  # fmt: skip
+    if script_args.lora_r > 0:
+        extra["LoRA (merged)"] = f"r={script_args.lora_r}, alpha={script_args.lora_alpha}"
     save_dir = Path(args.output_dir) / "student"
-    trainer.save_student(str(save_dir), model_cfg=student.model_cfg, tokenizer=student.tokenizer, model_card=card)
-    if trainer.args.should_save:  # PEFT students are merged into plain open_clip weights
+    repo_id = args.hub_model_id or f"ORG/{Path(args.output_dir).name}-student"
+    if trainer.save_student(str(save_dir), model_cfg=student.model_cfg, tokenizer=student.tokenizer):
+        # PEFT students are merged into plain open_clip weights; the card is rendered from the saved folder
         (save_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2))
-    return {"save_dir": str(save_dir), "metrics": metrics}
+        if teacher and script_args.teacher_train_steps > 0:
+            teacher_name = f"{teacher_name} (trained here from scratch, {script_args.teacher_train_steps} steps)"
+        distillation_info(
+            student=script_args.student_model, teacher=teacher_name if teacher else None,
+            losses=weights, dataset=script_args.train_data, extra=extra,
+            command="python recipes/clip_distill.py " + " ".join(sys.argv[1:]),
+        ).save(save_dir)  # fmt: skip
+        write_card(save_dir, repo_id)
+    result = {"save_dir": str(save_dir), "metrics": metrics}
+    if args.push_to_hub:  # main process only; a local hub folder with hub_local_dir
+        pushed = trainer.push_to_hub(folder=save_dir, repo_id=repo_id, commit_message="Upload open_clip student")
+        result["pushed"] = pushed.location if pushed else None
+    return result
 
 
 if __name__ == "__main__":

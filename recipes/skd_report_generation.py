@@ -9,11 +9,26 @@ student per mode from that same warm start with the same budget, and scores ever
 (greedy decoding) with ROUGE-L, BLEU and field-level accuracy. With hub ids (``model_name_or_path``,
 ``teacher_model_name_or_path``) the same recipe skips the tokenizer and model building.
 
+    # CPU, seconds: tiny models on synthetic reports (tests run it)
+    python recipes/skd_report_generation.py --config recipes/configs/skd_report_quick.yaml
+    # TCGA reports on CPU (~30 minutes), or only some modes / an ablation
     python recipes/skd_report_generation.py --config recipes/configs/skd_report_cpu.yaml
-    python recipes/skd_report_generation.py --config recipes/configs/skd_report_cpu.yaml --modes sft skd
+    python recipes/skd_report_generation.py --config recipes/configs/skd_report_cpu.yaml --modes sft skd skd@top_k=5
+    # several GPUs (the global batch is per_device_train_batch_size x processes)
+    accelerate launch --multi_gpu --num_processes 4 recipes/skd_report_generation.py \
+        --config recipes/configs/skd_report_gpu.yaml
+    # LoRA students (adapters saved next to the shared warm start), hub models
+    python recipes/skd_report_generation.py --config recipes/configs/skd_report_gpu.yaml --lora_r 16 \
+        --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --teacher_model_name_or_path <SFT'd teacher>
+    # push every student (private repositories <hub_model_id>-<mode>) or write them to a local hub folder
+    python recipes/skd_report_generation.py --config recipes/configs/skd_report_quick.yaml \
+        --push_to_hub --hub_model_id org/skd-student --hub_local_dir /models/hub
 
-Results go to ``<output_dir>/results.json`` and each model's generations to ``<output_dir>/predictions/<model>.jsonl``
-(re-score them with ``reportkd evaluate generations --predictions <file>``); the table is printed at the end.
+YAML keys are the field names of :class:`ScriptArguments`, ``SKDConfig`` and :class:`ModelArguments` (plus
+``env:``); flags override them. Results go to ``<output_dir>/results.json`` and each model's generations to
+``<output_dir>/predictions/<model>.jsonl`` (re-score them with ``reportkd evaluate generations --predictions
+<file>``); the table is printed at the end. Each student's folder ``<output_dir>/<mode>/`` holds the model (or LoRA
+adapter), tokenizer, ``eval_results.json``, ``distillation.json`` and a model card (``reportkd push`` uploads it).
 """
 
 from __future__ import annotations
@@ -31,8 +46,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __name__ == "__main__":
+    from _env import apply_env
+
+    apply_env(sys.argv[1:])  # the config's env: block, before torch / transformers read the environment
 from _parser import RecipeParser  # noqa: E402
 from reportkd.text.skd import MODES, SKDConfig, SKDTrainer, interleaved_sample  # noqa: E402
 from reportkd.text.skd.data import PromptCompletionCollator  # noqa: E402
@@ -57,7 +77,9 @@ class ScriptArguments:
     """Data, schedule and evaluation of the recipe.
 
     Args:
-        data_path: TCGA-schema reports (``.jsonl`` / ``.jsonl.gz``, fields ``text`` and ``synoptic``).
+        data_path: TCGA-schema reports (``.jsonl`` / ``.jsonl.gz``, fields ``text`` and ``synoptic``), or
+            ``synthetic:n=400,seed=0`` for generated ones (``reportkd.synthetic``).
+        training_data: How the model cards describe the data (default: derived from ``data_path``).
         eval_fraction: Held-out fraction of patients (a stable hash of the patient / report id decides).
         max_train_samples: Cap on training reports (None: all).
         max_eval_samples: Cap on held-out reports scored (None: all).
@@ -74,7 +96,10 @@ class ScriptArguments:
         reuse_checkpoints: Reuse tokenizer / teacher / warm start found in ``output_dir`` instead of retraining.
     """
 
-    data_path: str = field(default=str(DEFAULT_DATA), metadata={"help": "TCGA-schema reports (.jsonl[.gz])."})
+    data_path: str = field(
+        default=str(DEFAULT_DATA), metadata={"help": "TCGA-schema reports (.jsonl[.gz]) or synthetic:n=..,seed=.."}
+    )
+    training_data: str | None = field(default=None, metadata={"help": "Data description for the model cards."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Held-out fraction of patients."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training reports."})
     max_eval_samples: int | None = field(default=300, metadata={"help": "Cap on held-out reports scored."})
@@ -165,14 +190,38 @@ def make_example(record: dict, prompt_words: int) -> dict:
     return {"prompt": f"report:\n{report}\nsynoptic:", "completion": " " + record["synoptic"].strip()}
 
 
-def load_split(args: ScriptArguments) -> tuple[list[dict], list[dict]]:
-    """Train and held-out examples; the split is by patient (stable hash), so no patient is on both sides."""
-    path = Path(args.data_path)
+def read_records(spec: str) -> list[dict]:
+    """Report records from a TCGA-schema ``.jsonl[.gz]`` file or ``synthetic:n=..,seed=..``."""
+    if spec.startswith("synthetic"):
+        from reportkd.synthetic import generate_reports
+
+        options = {"n": 400, "seed": 0}
+        for item in filter(None, spec.partition(":")[2].split(",")):
+            key, _, value = item.partition("=")
+            if key not in options:
+                raise ValueError(f"Unknown synthetic option {key!r} in {spec!r}; use n and seed.")
+            options[key] = int(value)
+        return generate_reports(options["n"], seed=options["seed"])
+    path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: pass --data_path to a TCGA-schema reports file.")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def describe_data(args: ScriptArguments) -> str:
+    """The training data as model cards describe it."""
+    if args.training_data:
+        return args.training_data
+    if args.data_path.startswith("synthetic"):
+        return f"synthetic TCGA-style pathology reports (`reportkd.synthetic`, {args.data_path.partition(':')[2]})"
+    return f"pathology reports from `{Path(args.data_path).name}` (report text → synoptic line), split by patient"
+
+
+def load_split(args: ScriptArguments) -> tuple[list[dict], list[dict]]:
+    """Train and held-out examples; the split is by patient (stable hash), so no patient is on both sides."""
+    records = read_records(args.data_path)
     train, held_out = [], []
     for r in records:
         if not r.get("synoptic") or len(str(r.get("text") or "").split()) < args.min_words:
@@ -201,7 +250,8 @@ def build_tokenizer(model_args: ModelArguments, train: list[dict], out: Path, re
     if reuse and (out / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(out)
     tok = train_bpe_tokenizer((ex["prompt"] + ex["completion"] for ex in train), model_args.tokenizer_vocab_size)
-    tok.save_pretrained(out)
+    if PartialState().is_main_process:
+        tok.save_pretrained(out)
     return tok
 
 
@@ -277,7 +327,7 @@ def score(name, model, tok, held_out, args: SKDConfig, script_args: ScriptArgume
     metrics["examples"] = [{"prediction": p, "reference": r} for p, r in list(zip(preds, refs))[:3]]
     metrics.update(extra or {})
     # Per-report generations, for `reportkd evaluate generations --predictions <file>`.
-    if out is not None:
+    if out is not None and PartialState().is_main_process:
         path = Path(out) / "predictions" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as f:
@@ -325,8 +375,10 @@ def main(script_args: ScriptArguments, training_args: SKDConfig, model_args: Mod
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     reuse = script_args.reuse_checkpoints
+    state = PartialState()
     train, held_out = load_split(script_args)
-    tok = build_tokenizer(model_args, train, out / "tokenizer", reuse)
+    with state.main_process_first():  # the main process trains and saves the tokenizer, the others load it
+        tok = build_tokenizer(model_args, train, out / "tokenizer", reuse)
     results: dict[str, dict] = {}
     if reuse and (out / "results.json").exists():  # ablations add rows to an earlier run
         results = json.loads((out / "results.json").read_text())
@@ -357,6 +409,10 @@ def main(script_args: ScriptArguments, training_args: SKDConfig, model_args: Mod
         if reused:  # keep the training time of the run that trained it
             teacher_seconds = results.get("teacher", {}).get("train_seconds", teacher_seconds)
     teacher = teacher.to(training_args.device)
+    teacher_name = training_args.teacher_model_name_or_path or (
+        f"{model_args.teacher_config['model_type']} teacher built here, fine-tuned on the same reports "
+        f"({script_args.teacher_steps} SFT steps)"
+    )
     extra = {"train_seconds": teacher_seconds, "parameters": teacher.num_parameters()}
     results["teacher"] = score("teacher", teacher, tok, held_out, training_args, script_args, extra, out)
 
@@ -376,8 +432,9 @@ def main(script_args: ScriptArguments, training_args: SKDConfig, model_args: Mod
         if script_args.student_warmup_steps > 0:
             steps, lr = script_args.student_warmup_steps, script_args.student_warmup_learning_rate
             student = run_sft(student, tok, train, training_args, out / "student_init", steps, lr)
-        else:
+        elif state.is_main_process:
             student.save_pretrained(out / "student_init")
+    state.wait_for_everyone()  # every process loads the saved warm start below
     student = student.to(training_args.device)
     warm_seconds = time.perf_counter() - start
     if reused:
@@ -401,7 +458,8 @@ def main(script_args: ScriptArguments, training_args: SKDConfig, model_args: Mod
     for spec, (mode, overrides) in specs.items():
         model = AutoModelForCausalLM.from_pretrained(out / "student_init")
         run_dir = out / re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
-        args = dataclasses.replace(training_args, mode=mode, output_dir=str(run_dir), **overrides)
+        # pushed once below, with the card and metrics (not at every save)
+        args = dataclasses.replace(training_args, mode=mode, output_dir=str(run_dir), push_to_hub=False, **overrides)
         trainer = SKDTrainer(model=model, teacher_model=None if mode == "sft" else teacher, args=args,
                              train_dataset=_dataset(train), processing_class=tok, peft_config=peft_config)  # fmt: skip
         start = time.perf_counter()
@@ -417,7 +475,20 @@ def main(script_args: ScriptArguments, training_args: SKDConfig, model_args: Mod
         extra["completion_tokens_per_second"] = sum(speeds) / len(speeds) if speeds else None
         model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
         results[spec] = score(spec, model, tok, held_out, args, script_args, extra, out)
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        if state.is_main_process:
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+            card_metrics = {k: v for k, v in results[spec].items() if k != "examples"}
+            (run_dir / "eval_results.json").write_text(json.dumps(card_metrics, indent=2))
+        repo_id = training_args.hub_model_id or f"ORG/{out.name}"
+        repo_id = f"{repo_id}-{run_dir.name}" if len(specs) > 1 else repo_id
+        card = dict(
+            teachers=[] if mode == "sft" else [teacher_name], base_model=model_args.model_name_or_path,
+            training_data=describe_data(script_args), eval_data=f"{len(held_out)} held-out reports (other patients)",
+            command="python recipes/skd_report_generation.py " + " ".join(sys.argv[1:]),
+        )  # fmt: skip
+        trainer.create_model_card(repo_id=repo_id, **card)  # distillation.json + README.md (main process)
+        if training_args.push_to_hub:  # private repository, or hub_local_dir
+            trainer.push_to_hub(folder=run_dir, repo_id=repo_id, commit_message=f"Upload {spec} student")
     print(f"\nHeld-out reports: {len(held_out)}; greedy decoding; field accuracy = exact match per field.\n")
     print(format_table(results))
     return results

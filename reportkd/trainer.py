@@ -7,6 +7,7 @@ the trainer trains the model on its own supervised loss (teacher ensembles, hard
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedModel, Trainer, TrainingArguments
 
+from .hub.trainer import HubMixin
 from .losses import LOSSES, multitask_kd_loss
 
 
@@ -31,8 +33,12 @@ class DistillationConfig(TrainingArguments):
         beta: Interpolation of the generalized JSD (``loss="generalized_jsd"``).
         teacher_outputs_key: Input key holding precomputed teacher outputs.
         teacher_outputs_type: Whether precomputed teacher outputs are ``"probs"`` or ``"logits"``.
-        task_weights: Optional task → weight for multitask students.
+        task_weights: Optional task → weight for multitask students: a dict, or a JSON object string on the command
+            line (``--task_weights '{"organ": 2, "grade": 1}'``).
         trust_remote_code: Allow custom code when loading the teacher from a path or hub id (off by default).
+        hub_private_repo: Create hub repositories private (default True here; ``transformers`` defaults to public).
+        hub_local_dir: A local hub directory: ``push_to_hub`` writes ``<hub_local_dir>/<org>/<name>/`` instead of
+            uploading (air-gapped sites).
     """
 
     teacher_model_name_or_path: str | None = field(
@@ -53,8 +59,12 @@ class DistillationConfig(TrainingArguments):
     teacher_outputs_type: str = field(
         default="probs", metadata={"help": "'probs' or 'logits': what the precomputed teacher outputs hold."}
     )
-    task_weights: dict[str, float] | None = field(
-        default=None, metadata={"help": "Task name -> loss weight for multitask students (uniform by default)."}
+    task_weights: dict[str, float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Task name -> loss weight for multitask students, a JSON object on the command line "
+            "(uniform by default)."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom modelling code when loading the teacher. Off by default."}
@@ -62,8 +72,15 @@ class DistillationConfig(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep dataset columns: the collator needs teacher outputs and labels."}
     )
+    hub_private_repo: bool | None = field(
+        default=True, metadata={"help": "Create hub repositories private (set False for public ones)."}
+    )
+    hub_local_dir: str | None = field(
+        default=None, metadata={"help": "Local hub directory: push_to_hub writes <dir>/<org>/<name>/ instead."}
+    )
 
     def __post_init__(self):
+        self.task_weights = parse_task_weights(self.task_weights)
         super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
@@ -75,6 +92,32 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"teacher_outputs_type must be 'probs' or 'logits', got {self.teacher_outputs_type!r}.")
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}. Registered: {', '.join(LOSSES.names())}.")
+
+
+def parse_task_weights(value: Mapping[str, float] | str | None) -> dict[str, float] | None:
+    """Task weights from a dict or a JSON object string; checks they are numbers >= 0 with one above 0.
+
+    Args:
+        value: ``{"organ": 2, "grade": 1}``, its JSON text, or None (uniform weights).
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            example = '{"organ": 2, "grade": 1}'
+            raise ValueError(f"task_weights must be a JSON object such as '{example}': {e}") from None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"task_weights must map task names to weights, got {type(value).__name__}: {value!r}.")
+    weights = {}
+    for task, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"task_weights[{task!r}] must be a number >= 0, got {weight!r}.")
+        weights[str(task)] = float(weight)
+    if not any(w > 0 for w in weights.values()):
+        raise ValueError(f"task_weights must give at least one task a weight above 0, got {weights}.")
+    return weights
 
 
 def load_teacher(
@@ -115,12 +158,13 @@ def check_label_maps(student: nn.Module, teacher: nn.Module) -> None:
             )
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(HubMixin, Trainer):
     """A ``Trainer`` that distils a teacher into the student.
 
     The loss is normalised by the number of counted items over the whole gradient-accumulation step and all
     processes (per task for multitask students), so accumulating ``k`` batches of ``b`` equals one batch of
-    ``k * b``.
+    ``k * b``. ``push_to_hub`` / ``create_model_card`` come from :class:`reportkd.hub.HubMixin` (reportkd's card
+    templates, safetensors only, private repositories, local hub directories).
 
     Args:
         model: The student.
