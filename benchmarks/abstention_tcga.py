@@ -392,6 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--delta", type=float, default=0.1, help="LTT risk level.")
     p.add_argument("--resamples", type=int, default=200, help="Resampled splits for the LTT guarantee check.")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is robust on a shared machine).")
     p.add_argument("--quick", action="store_true", help="Tiny settings to check the script (not a measurement).")
     p.add_argument("--cache-dir", default=str(ROOT / "outputs" / "abstention_tcga_cache"))
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -409,7 +410,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [s for s in students if s not in STUDENTS]
     if unknown:
         raise SystemExit(f"Unknown student variant(s) {unknown}; known: {', '.join(STUDENTS)}.")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = EnsembleDistillationSettings(
         tasks=TASKS, epochs=args.epochs, max_length=args.max_length, seed=args.seeds[0], split_seed=args.split_seed
     )

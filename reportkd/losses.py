@@ -395,3 +395,61 @@ def multitask_dac_loss(
         )
         total = total + weights[i].to(total.device) * task_loss
     return total
+
+
+@register_loss("similarity_kd")
+def similarity_kd_loss(
+    student_queries: torch.Tensor,
+    teacher_queries: torch.Tensor,
+    student_keys: torch.Tensor | None = None,
+    teacher_keys: torch.Tensor | None = None,
+    *,
+    temperature: float = 0.1,
+    exclude_self: bool | None = None,
+    reduction: Reduction = "mean",
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Similarity (relation) distillation: each query's distribution over the keys, student against teacher.
+
+    Per query ``i``: ``KL(p_t(i) || p_s(i))`` with ``p(i) = softmax_j(cos(q_i, k_j) / temperature)``, computed within
+    each model (so teacher and student widths may differ). With no keys the queries are their own keys: in-batch
+    slide-slide relations, self-similarity left out (``exclude_self``; needs at least 2 queries). With keys, e.g. the
+    teacher's report embeddings, it is slide-report similarity distillation. No ``temperature**2`` factor: cosine
+    logits are bounded, the temperature only sharpens them.
+
+    Args:
+        student_queries: ``(B, D_s)`` student embeddings.
+        teacher_queries: ``(B, D_t)`` teacher embeddings.
+        student_keys: ``(K, D_s)`` keys on the student side (default: ``student_queries``).
+        teacher_keys: ``(K, D_t)`` keys on the teacher side (default: ``teacher_queries``).
+        temperature: Softmax temperature on cosine similarities (> 0).
+        exclude_self: Leave out key ``i`` for query ``i`` (default: True exactly when the keys are the queries).
+        reduction: ``"none"`` (per query), ``"sum"`` or ``"mean"``.
+        num_items_in_batch: Denominator for ``"mean"``.
+    """
+    check_reduction(reduction)
+    check_temperature(temperature)
+    if (student_keys is None) != (teacher_keys is None):
+        raise ValueError("Give both student_keys and teacher_keys, or neither (in-batch query-query relations).")
+    if exclude_self is None:
+        exclude_self = student_keys is None
+    s_keys = student_queries if student_keys is None else student_keys
+    t_keys = teacher_queries if teacher_keys is None else teacher_keys
+    if student_queries.shape[0] != teacher_queries.shape[0] or s_keys.shape[0] != t_keys.shape[0]:
+        raise ValueError(
+            f"Student and teacher must see the same items: {student_queries.shape[0]} vs {teacher_queries.shape[0]} "
+            f"queries, {s_keys.shape[0]} vs {t_keys.shape[0]} keys."
+        )
+    if exclude_self and (s_keys.shape[0] != student_queries.shape[0] or s_keys.shape[0] < 2):
+        raise ValueError("exclude_self needs keys that are the queries and a batch of at least 2 items.")
+    s = F.normalize(student_queries.float(), dim=-1) @ F.normalize(s_keys.float(), dim=-1).T / temperature
+    with torch.no_grad():
+        t = F.normalize(teacher_queries.detach().float(), dim=-1) @ F.normalize(t_keys.detach().float(), dim=-1).T
+        t = t / temperature
+    if exclude_self:
+        eye = torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
+        s, t = s.masked_fill(eye, float("-inf")), t.masked_fill(eye, float("-inf"))
+    t_logp, s_logp = F.log_softmax(t, dim=-1), F.log_softmax(s, dim=-1)
+    terms = t_logp.exp() * (t_logp - s_logp)
+    per_item = torch.where(torch.isfinite(t), terms, terms.new_zeros(())).sum(-1)
+    return reduce_loss(per_item, torch.ones_like(per_item, dtype=torch.bool), reduction, num_items_in_batch)

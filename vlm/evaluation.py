@@ -6,7 +6,10 @@ The metric helpers work on plain tensors so any model family can reuse them:
   similarity matrix, with optional groups of equivalent captions;
 - :func:`build_zero_shot_classifier`: class embeddings averaged over prompt templates and class synonyms
   (each prompt L2-normalised, the mean renormalised, as CLIP / TITAN / CONCH do);
-- :func:`zero_shot_accuracy`, :func:`linear_probe` (multinomial logistic regression with L-BFGS, no sklearn).
+- :func:`zero_shot_accuracy`, :func:`linear_probe` (multinomial logistic regression with L-BFGS, no sklearn;
+  :func:`fit_logistic_regression` is the reusable fit, e.g. for slide-embedding probes with C chosen on validation).
+
+Balanced accuracy comes from :mod:`reportkd.evaluation`, the one metric module of every model family.
 
 :func:`evaluate_clip` runs all of them for an open_clip model (or a saved directory / model name).
 """
@@ -15,12 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from reportkd.evaluation import balanced_accuracy
 
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "an H&E image of {}.",
@@ -129,8 +135,9 @@ def build_zero_shot_classifier(
 
 
 def _balanced_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
-    per_class = [(pred[labels == c] == c).float().mean() for c in labels.unique()]
-    return torch.stack(per_class).mean().item() if per_class else float("nan")
+    if labels.numel() == 0:
+        return float("nan")
+    return balanced_accuracy(labels.cpu().numpy(), pred.cpu().numpy(), 0)
 
 
 def zero_shot_accuracy(
@@ -149,34 +156,58 @@ def zero_shot_accuracy(
     return {"zero_shot_acc": (pred == y).float().mean().item(), "zero_shot_balanced_acc": _balanced_accuracy(pred, y)}
 
 
-def linear_probe(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor,
-    test_labels: torch.Tensor,
-    *,
-    weight_decay: float = 1e-3,
-    max_iter: int = 300,
-) -> dict[str, float]:
-    """Multinomial logistic regression on frozen (standardised) features, fitted with L-BFGS.
+@dataclass
+class LogisticRegression:
+    """A fitted multinomial logistic regression on standardised features (see :func:`fit_logistic_regression`).
 
     Args:
-        train_features: ``(N, D)`` training features.
-        train_labels: ``(N,)`` training labels (-100 skipped).
-        test_features: ``(M, D)`` test features.
-        test_labels: ``(M,)`` test labels (-100 skipped).
+        mean: ``(D,)`` feature means of the training set.
+        std: ``(D,)`` feature standard deviations (clamped away from 0).
+        weight: ``(C, D)`` weights.
+        bias: ``(C,)`` biases.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` logits."""
+        return ((features.float() - self.mean) / self.std) @ self.weight.T + self.bias
+
+    def predict_proba(self, features: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` class probabilities."""
+        return self.logits(features).softmax(-1)
+
+
+def fit_logistic_regression(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int | None = None,
+    weight_decay: float = 1e-3,
+    max_iter: int = 300,
+) -> LogisticRegression:
+    """Multinomial logistic regression on standardised features, fitted with L-BFGS (no sklearn).
+
+    Minimises ``mean cross-entropy + weight_decay * ||W||^2``; scikit-learn's ``C`` corresponds to
+    ``weight_decay = 1 / (2 * C * N)``.
+
+    Args:
+        features: ``(N, D)`` training features.
+        labels: ``(N,)`` class ids (-100 skipped).
+        num_classes: Number of classes (default: ``max(label) + 1``).
         weight_decay: L2 penalty on the weights.
         max_iter: L-BFGS iterations.
     """
-    tr, te = train_labels != -100, test_labels != -100
-    x, y = train_features[tr].float(), train_labels[tr]
-    xt, yt = test_features[te].float(), test_labels[te]
-    if x.shape[0] == 0 or xt.shape[0] == 0:
-        raise ValueError("The linear probe needs labelled training and test items.")
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    x, xt = (x - mean) / std, (xt - mean) / std
-    num_classes = int(max(y.max(), yt.max())) + 1
-    layer = nn.Linear(x.shape[1], num_classes)
+    keep = labels != -100
+    x, y = features[keep].float(), labels[keep].long()
+    if x.shape[0] == 0:
+        raise ValueError("Logistic regression needs labelled training items (all labels are -100).")
+    mean, std = x.mean(0), x.std(0).nan_to_num(1.0).clamp_min(1e-6)
+    x = (x - mean) / std
+    layer = nn.Linear(x.shape[1], num_classes or int(y.max()) + 1)
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
     opt = torch.optim.LBFGS(layer.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -189,8 +220,37 @@ def linear_probe(
 
     with torch.enable_grad():
         opt.step(closure)
+    return LogisticRegression(mean, std, layer.weight.detach().clone(), layer.bias.detach().clone())
+
+
+def linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    weight_decay: float = 1e-3,
+    max_iter: int = 300,
+) -> dict[str, float]:
+    """Accuracy and balanced accuracy of :func:`fit_logistic_regression` on frozen features.
+
+    Args:
+        train_features: ``(N, D)`` training features.
+        train_labels: ``(N,)`` training labels (-100 skipped).
+        test_features: ``(M, D)`` test features.
+        test_labels: ``(M,)`` test labels (-100 skipped).
+        weight_decay: L2 penalty on the weights.
+        max_iter: L-BFGS iterations.
+    """
+    tr, te = train_labels != -100, test_labels != -100
+    if not tr.any() or not te.any():
+        raise ValueError("The linear probe needs labelled training and test items.")
+    yt = test_labels[te]
+    num_classes = int(max(train_labels[tr].max(), yt.max())) + 1
+    model = fit_logistic_regression(train_features[tr], train_labels[tr], num_classes=num_classes,
+                                    weight_decay=weight_decay, max_iter=max_iter)  # fmt: skip
     with torch.no_grad():
-        pred = layer(xt).argmax(-1)
+        pred = model.logits(test_features[te]).argmax(-1)
     return {"linear_probe_acc": (pred == yt).float().mean().item(),
             "linear_probe_balanced_acc": _balanced_accuracy(pred, yt)}  # fmt: skip
 

@@ -3,6 +3,12 @@
     reportkd evaluate classifier --model DIR --data FILE          # per-task accuracy / balanced acc / F1 / AUROC
     reportkd evaluate generations --predictions FILE              # ROUGE-L, BLEU, synoptic field accuracy
     reportkd evaluate clip --model DIR [--data synthetic:n=600]   # retrieval R@k, zero-shot, linear probe
+    reportkd evaluate features --features DIR --labels FILE       # probes on mean-pooled / patch features
+    reportkd evaluate slide --model DIR --features DIR --labels FILE   # probes on slide-encoder embeddings
+
+Slide probes (``--probes linear,knn,abmil,retrieval``): logistic regression with C chosen on validation, kNN,
+gated ABMIL on patch features, slide retrieval Acc@K / mAP@K; plus zero-shot and slide-report retrieval for an
+aligned slide-report model. The labels file (CSV / JSONL) has ``slide_id,label[,split][,report]``.
 
 Every kind prints a markdown table and writes JSON with ``--out``.
 """
@@ -37,7 +43,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--data", default="synthetic:n=600,size=64,seed=1000", help="Image-caption data source.")
     v.add_argument("--batch-size", type=int, default=64, help="Pairs per forward pass.")
     v.add_argument("--device", default="cpu", help="Device.")
-    for s in (c, g, v):
+    f = sub.add_parser("features", help="Patch features (reportkd extract): linear / kNN / ABMIL / retrieval.")
+    m = sub.add_parser("slide", help="Saved slide encoder or slide-report model on features files.")
+    m.add_argument("--model", required=True, help="Folder of a SlideEncoderModel or SlideReportModel.")
+    m.add_argument(
+        "--abmil-input",
+        choices=("tokens", "features"),
+        default="tokens",
+        help="ABMIL on the encoder's patch tokens or on the raw patch features.",
+    )
+    m.add_argument("--templates", nargs="+", default=None, help="Zero-shot prompt templates with {} (aligned models).")
+    m.add_argument("--device", default="cpu", help="Device of the slide encoder.")
+    for s in (f, m):
+        s.add_argument("--features", required=True, help="Folder of <slide_id>.safetensors features files.")
+        s.add_argument("--labels", required=True, help="CSV / TSV / JSONL with slide_id,label[,split][,report].")
+        s.add_argument("--probes", default="linear,knn,abmil,retrieval", help="Comma-separated probes.")
+        s.add_argument("--k", type=int, default=20, help="kNN neighbours.")
+        s.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for confidence intervals.")
+        s.add_argument("--seed", type=int, default=0, help="Seed of generated splits, ABMIL and bootstrap.")
+    for s in (c, g, v, f, m):
         s.add_argument("--out", help="Write the metrics as JSON here.")
 
 
@@ -82,6 +106,46 @@ def evaluate_clip_model(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)
     )
     return metrics, table
+
+
+def _slide_probes(args: argparse.Namespace, embeddings, patches, loaded, **kwargs) -> tuple[dict[str, Any], str]:
+    from reportkd.vlm.slide.evaluation import SlideEmbeddings, evaluate_slide_embeddings, format_slide_results
+
+    data = SlideEmbeddings(
+        slide_ids=[s.slide_id for s in loaded["slides"]], embeddings=embeddings, labels=loaded["labels"],
+        splits=loaded["splits"], classes=loaded["classes"], patches=patches, reports=loaded["reports"],
+    )  # fmt: skip
+    probes = [p.strip() for p in args.probes.split(",") if p.strip()]
+    results = evaluate_slide_embeddings(data, probes=probes, n_bootstrap=args.bootstrap, seed=args.seed, k=args.k,
+                                        **kwargs)  # fmt: skip
+    return results, format_slide_results(results)
+
+
+@EVALUATORS.register("features")
+def evaluate_features(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from reportkd.vlm.slide.evaluation import load_labelled_slides, mean_pool
+
+    loaded = load_labelled_slides(args.features, args.labels, seed=args.seed)
+    patches = [s.features for s in loaded["slides"]]
+    return _slide_probes(args, mean_pool(loaded["slides"]), patches, loaded)
+
+
+@EVALUATORS.register("slide")
+def evaluate_slide_encoder(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from reportkd.vlm.slide.alignment import load_slide_model
+    from reportkd.vlm.slide.evaluation import DEFAULT_TEMPLATES, encode_slides, load_labelled_slides
+
+    loaded = load_labelled_slides(args.features, args.labels, seed=args.seed)
+    model = load_slide_model(args.model)
+    tokens = args.abmil_input == "tokens" and "abmil" in args.probes
+    enc = encode_slides(model, loaded["slides"], device=args.device, return_patches=tokens)
+    model.to("cpu")
+    patches = enc["patches"] if tokens else [s.features for s in loaded["slides"]]
+    extra = {}
+    if enc["slide_features"] is not None:
+        extra = {"aligned_model": model, "slide_features": enc["slide_features"],
+                 "templates": args.templates or DEFAULT_TEMPLATES}  # fmt: skip
+    return _slide_probes(args, enc["slide_embeds"], patches, loaded, **extra)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -500,8 +500,29 @@ def run_ensemble_distillation(
         )
     save_classifier(student, prepared.tokenizer, out / "student", calibrations["student"]["ltt"])
     save_classifier(baseline, prepared.tokenizer, out / "baseline", None)
+    _write_provenance(out, settings, prepared, source)
     write_json(out / "results.json", results)
     return results
+
+
+def _write_provenance(out: Path, settings: EnsembleDistillationSettings, prepared: PreparedData, source: Any) -> None:
+    """``distillation.json`` in the student and baseline folders, for their model cards."""
+    from reportkd.hub import DistillationInfo
+
+    data = source if isinstance(source, (str, os.PathLike)) else "in-memory reports (e.g. reportkd.synthetic)"
+    hp = {k: v for k, v in asdict(settings).items() if k not in ("extra", "tasks")}
+    held_out = f"{len(prepared.calibration)} calibration and {len(prepared.test)} test reports held out"
+    for name, method, teachers in (
+        ("student", "ensemble_distillation", [f"MtCNN ensemble ({settings.members} members, {settings.folds} folds)"]),
+        ("baseline", "hard_label", []),
+    ):
+        DistillationInfo(
+            method=method,
+            teachers=teachers,
+            training_data=f"{len(prepared.train)} reports from {data}",
+            eval_data=held_out,
+            hyperparameters=hp,
+        ).save(out / name)
 
 
 def format_table(results: dict[str, Any]) -> str:
