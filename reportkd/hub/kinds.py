@@ -41,6 +41,8 @@ class ModelKind:
         tags: Extra front matter tags.
         required: Files that must be present to push (names or glob patterns, each must match a file).
         eval_task_type: ``model-index`` task type of the metrics.
+        include: Glob patterns (may reach into subfolders) uploaded too when they match, e.g. a slide-report
+            model's ``text_encoder/**/*``.
     """
 
     name: str
@@ -54,9 +56,24 @@ class ModelKind:
     required: tuple[str, ...] = ()
     eval_task_type: str | None = None
     metric_filter: Callable[[str], bool] | None = field(default=None, compare=False)
+    include: tuple[str, ...] = ()
 
 
 MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
+# Modules that register further kinds when imported (kept lazy: they pull in their model code).
+KIND_PLUGINS: list[str] = ["reportkd.vlm.slide.model_card"]
+
+
+def load_kind_plugins() -> None:
+    """Imports :data:`KIND_PLUGINS` so their kinds can be detected (a plugin that fails to import is skipped)."""
+    import importlib
+    import logging
+
+    for module in KIND_PLUGINS:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:  # pragma: no cover - optional parts
+            logging.getLogger(__name__).debug("model-kind plugin %s not loaded: %s", module, e)
 
 
 def register_model_kind(kind: ModelKind, *, override: bool = False) -> ModelKind:
@@ -78,6 +95,7 @@ def detect_model_kind(folder: str | Path) -> ModelKind:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a directory: pass the folder a model was saved to.")
+    load_kind_plugins()
     matches = [MODEL_KINDS.get(n) for n in MODEL_KINDS.names() if MODEL_KINDS.get(n).detect(folder)]
     if not matches:
         raise ValueError(
@@ -97,7 +115,10 @@ def get_model_kind(kind: str | ModelKind | None, folder: str | Path) -> ModelKin
     """``kind`` resolved by name, or detected from ``folder`` when None."""
     if isinstance(kind, ModelKind):
         return kind
-    return MODEL_KINDS.get(kind) if kind else detect_model_kind(folder)
+    if kind:
+        load_kind_plugins()
+        return MODEL_KINDS.get(kind)
+    return detect_model_kind(folder)
 
 
 def card_context(folder: str | Path, repo_id: str, kind: ModelKind, license: str | None = None) -> dict[str, Any]:

@@ -190,6 +190,12 @@ def plan_upload(
             if rel not in files:
                 files.append(rel)
             skipped.pop(rel, None)
+    for pattern in kind.include:  # the kind's optional extras (e.g. a text encoder subfolder)
+        for path in sorted(p for p in folder.glob(pattern) if p.is_file() and not _matches(p.name, PICKLE_PATTERNS)):
+            rel = path.relative_to(folder).as_posix()
+            if rel not in files:
+                files.append(rel)
+            skipped.pop(rel.split("/")[0] + "/", None)
     for pattern in kind.required:
         if not any(fnmatch.fnmatch(f, pattern) for f in files):
             pickled = [n for n in skipped if _matches(n, PICKLE_PATTERNS)]

@@ -112,6 +112,7 @@ def register_hub_entries() -> None:
             name="slide_encoder", title="Slide encoder (patch features → slide embedding)", detect=_is_slide_encoder,
             template="slide_encoder.md", collect=_collect, library_name="transformers",
             pipeline_tag="feature-extraction", required=("config.json", "model.safetensors"),
+            include=("text_encoder/**/*",),
         ))  # fmt: skip
 
 
