@@ -53,6 +53,7 @@ from reportkd.text.mtcnn.pipeline import (  # noqa: E402
     predict_probs,
     prepare_data,
     save_classifier,
+    train_dac,
     train_teacher_ensemble,
 )
 
@@ -86,6 +87,9 @@ class ScriptArguments:
             ``num_train_epochs`` or ``max_steps``).
         split_seed: Seed of the train / calibration / test split (None: ``seed``).
         train_baseline: Also train the hard-label baseline (same architecture and budget).
+        train_dac: Also train a Deep Abstaining Classifier (FrESCO's DAC: an abstain output per task, penalties tuned
+            toward ``dac_targets`` on 10% of the training reports), saved as ``dac/``.
+        dac_targets: Per-task DAC target accuracies as JSON (default: ``target_accuracy`` for every task).
         target_accuracy: Accuracy the abstention thresholds are calibrated to.
         threshold_method: ``"ltt"`` (Learn-then-Test, holds with probability 1 - delta) or ``"empirical"``.
         delta: LTT risk level.
@@ -106,6 +110,8 @@ class ScriptArguments:
     teacher_epochs: int | None = field(default=None, metadata={"help": "Teacher epochs (None: num_train_epochs)."})
     split_seed: int | None = field(default=None, metadata={"help": "Seed of the data split (None: seed)."})
     train_baseline: bool = field(default=True, metadata={"help": "Also train the hard-label baseline."})
+    train_dac: bool = field(default=False, metadata={"help": "Also train a Deep Abstaining Classifier (dac/)."})
+    dac_targets: str | None = field(default=None, metadata={"help": 'Per-task DAC targets, JSON: {"organ": 0.97}.'})
     target_accuracy: float = field(default=0.97, metadata={"help": "Abstention target accuracy."})
     threshold_method: str = field(default="ltt", metadata={"help": "'ltt' or 'empirical'."})
     delta: float = field(default=0.1, metadata={"help": "LTT risk level."})
@@ -204,6 +210,9 @@ def main(script_args: ScriptArguments, args: DistillationConfig, model_args: Mod
     models = {"student": student}
     if script_args.train_baseline:
         models["baseline"], _ = train_mtcnn(prepared, settings, args, out / "work" / "baseline")
+    if script_args.train_dac:
+        targets = json.loads(script_args.dac_targets) if script_args.dac_targets else None
+        models["dac"] = train_dac(prepared, settings, out / "work" / "dac", task_targets=targets)
     results: dict[str, Any] = {"data": {"source": described, "train": len(prepared.train),
                                         "calibration": len(prepared.calibration), "test": len(prepared.test)},
                                "models": {}}  # fmt: skip
@@ -253,8 +262,9 @@ def card_info(name: str, script_args, settings, trainer, described: str, prepare
               "teacher_epochs": settings.teacher_epochs or settings.epochs, **hp}  # fmt: skip
     else:
         hp = {k: v for k, v in hp.items() if k not in ("alpha", "temperature", "teacher_outputs_type")}
+    method = {"student": "ensemble_distillation", "dac": "deep_abstaining_classifier"}.get(name, "hard_label")
     return DistillationInfo(
-        method="ensemble_distillation" if name == "student" else "hard_label", teachers=teachers,
+        method=method, teachers=teachers,
         training_data=script_args.training_data or described, hyperparameters=hp,
         eval_data=f"{len(prepared.calibration)} calibration and {len(prepared.test)} test reports held out",
         command="python recipes/mtcnn_distill.py " + " ".join(sys.argv[1:]),

@@ -55,6 +55,11 @@ for _key, _method in {
         "https://doi.org/10.1093/jamiaopen/ooac075",
     ),
     "hard_label": Method("Supervised training on hard labels (baseline, no teacher)"),
+    "deep_abstaining_classifier": Method(
+        "Deep Abstaining Classifier: an extra abstain output per task, its penalty tuned toward a target accuracy",
+        "Thulasidasan et al. Combating Label Noise in Deep Learning Using Abstention. ICML 2019",
+        "https://arxiv.org/abs/1905.10964",
+    ),
     "soft_target_kd": Method("Soft-target knowledge distillation", _HINTON, "https://arxiv.org/abs/1503.02531"),
     "generalized_jsd": Method(
         "Generalized Jensen-Shannon divergence distillation (GKD loss)",
