@@ -61,7 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=None, help="Patches per encoder call (default: 64 on CUDA, 8 on CPU)."
     )
     run_.add_argument(
-        "--num-workers", type=int, default=None, help="Patch-reading processes (default: CPU cores - 1, at most 8)."
+        "--num-workers",
+        type=int,
+        default=None,
+        help="Reading processes (default: cores - 1, max 8, on CUDA; 0 on CPUs with <= 4 cores).",
     )
     run_.add_argument(
         "--threads", type=int, default=None,
@@ -146,7 +149,12 @@ def run(args: argparse.Namespace) -> int:
     if encoder.random:
         print(f"note: {encoder.name} has RANDOM weights; its features carry no meaning (speed tests, demos).")
     cores = os.cpu_count() or 1
-    workers = args.num_workers if args.num_workers is not None else max(0, min(8, cores - 1))
+    if args.num_workers is not None:
+        workers = args.num_workers
+    elif encoder.device.type == "cuda":
+        workers = max(0, min(8, cores - 1))  # reading must keep up with a GPU encoder
+    else:  # CPU: the encoder is the bottleneck; reading processes would take its cores (benchmarks/wsi_extract_speed)
+        workers = 0 if cores <= 4 else min(4, cores // 4)
     batch_size = args.batch_size or (64 if encoder.device.type == "cuda" else 8)
     threads = torch.get_num_threads()
     if args.threads is not None or encoder.device.type == "cpu":
