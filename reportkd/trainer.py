@@ -206,7 +206,13 @@ class DistillationTrainer(HubMixin, Trainer):
         if labels is None:
             return None
         if self._is_multitask():
-            return labels.ne(-100).sum(0)  # (T,): labelled reports per task
+            present = labels.ne(-100)
+            mask = batch.get("member_mask")
+            if mask is None and batch.get("member_mask_by_row") is not None:
+                mask = batch["member_mask_by_row"].transpose(0, 1)
+            if mask is not None:  # ensembles with member masks: (N, T) labelled reports per member and task
+                return (mask.to(present.device, torch.bool)[:, :, None] & present[None]).sum(1)
+            return present.sum(0)  # (T,): labelled reports per task
         if self.shift_causal_labels and self._is_causal_lm():
             labels = labels[..., 1:]  # position t predicts token t + 1
         return labels.ne(-100).sum()
@@ -244,6 +250,12 @@ class DistillationTrainer(HubMixin, Trainer):
         key = self.args.teacher_outputs_key
         teacher_outputs = inputs.pop(key, None)
         if self.teacher is None and teacher_outputs is None:
+            if getattr(self.accelerator.unwrap_model(model), "loss_takes_item_counts", False) and torch.is_tensor(
+                num_items_in_batch
+            ):
+                # The model normalises by the counts of the whole accumulation step (e.g. MtCNN ensembles).
+                self.loss_is_scaled_for_ga = True
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch=num_items_in_batch)
             # Supervised: the model's own loss, a per-batch mean that the Trainer scales for accumulation.
             self.loss_is_scaled_for_ga = False
             return super().compute_loss(model, inputs, return_outputs=return_outputs)

@@ -209,3 +209,38 @@ def test_trains_with_trainer(ensemble, tmp_path):
     )  # fmt: skip
     Trainer(model=ensemble, args=args, train_dataset=rows, data_collator=collate).train()
     assert not torch.equal(before, ensemble.convs[0].weight)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_distillation_trainer_accumulation_is_exact_with_member_masks(tmp_path, masked):
+    """Out-of-fold member masks give each member its own label counts: 2 accumulated batches of 4 must equal one
+    batch of 8 (the counts of the whole step normalise each member's loss, as across processes)."""
+    from reportkd.trainer import DistillationConfig, DistillationTrainer
+
+    g = torch.Generator().manual_seed(1)
+    mask = torch.rand(8, 3, generator=g) < 0.6  # (rows, members): which members train on each row
+    rows = [
+        {"input_ids": batch(seed=s)[0].tolist(), "labels": LABELS[s % 6].tolist(), "member_in": mask[s].tolist()}
+        for s in range(8)
+    ]
+
+    def collate(features):
+        ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(f["input_ids"]) for f in features], batch_first=True)
+        out = {"input_ids": ids, "labels": torch.tensor([f["labels"] for f in features])}
+        if masked:
+            out["member_mask"] = torch.tensor([f["member_in"] for f in features]).T
+        return out
+
+    weights = []
+    for bs, ga in ((8, 1), (4, 2)):
+        torch.manual_seed(0)
+        model = MtCNNEnsembleForReportClassification(ensemble_config())
+        args = DistillationConfig(
+            output_dir=str(tmp_path / f"{bs}"), max_steps=1, per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga, learning_rate=0.1, optim="sgd", report_to="none", use_cpu=True,
+            save_strategy="no", disable_tqdm=True, max_grad_norm=0.0, lr_scheduler_type="constant",
+        )  # fmt: skip
+        DistillationTrainer(model=model, args=args, train_dataset=rows, data_collator=collate).train()
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for name in weights[0]:
+        torch.testing.assert_close(weights[1][name], weights[0][name], rtol=1e-5, atol=1e-6)

@@ -144,6 +144,10 @@ class MtCNNEnsembleForReportClassification(MtCNNPreTrainedModel):
     """
 
     config_class = MtCNNEnsembleConfig
+    # With `DistillationTrainer`, the loss divides by `num_items_in_batch` ((N, T) per-member counts of the whole
+    # accumulation step and all processes): exact with member masks (out-of-fold / bagging) too. A plain `Trainer`
+    # keeps the per-batch mean (`accepts_loss_kwargs` stays False, so it divides by the accumulation steps).
+    loss_takes_item_counts = True
 
     def __init__(self, config: MtCNNConfig) -> None:
         if not isinstance(config, MtCNNEnsembleConfig):
@@ -200,8 +204,12 @@ class MtCNNEnsembleForReportClassification(MtCNNPreTrainedModel):
                 out-of-fold training). Rows are still computed for every member, they just carry no loss.
             member_mask_by_row: The same mask as (B, N), the layout a data collator builds from a per-example
                 column; give one of the two.
-            **kwargs: Ignored (e.g. `num_items_in_batch` from `Trainer`).
+            **kwargs: `num_items_in_batch` from `Trainer`: (N, T) labelled rows per member and task over the
+                accumulation step and processes (see `DistillationTrainer`); others are ignored.
         """
+        num_items = kwargs.get("num_items_in_batch")
+        if not (torch.is_tensor(num_items) and num_items.dim() >= 1):
+            num_items = None  # a plain count (or none): this batch's own per-member counts
         if member_mask_by_row is not None:
             if member_mask is not None:
                 raise ValueError("Give member_mask (N, B) or member_mask_by_row (B, N), not both.")
@@ -218,7 +226,7 @@ class MtCNNEnsembleForReportClassification(MtCNNPreTrainedModel):
         logits = {task: self.classifiers[task](hidden) for task in self.config.task_names}
         loss = member_losses = None
         if labels is not None:
-            member_losses = multitask_loss(logits, labels, self.config.task_names, member_mask)
+            member_losses = multitask_loss(logits, labels, self.config.task_names, member_mask, num_items)
             loss = member_losses.sum()
         return MtCNNEnsembleOutput(loss=loss, logits=logits, member_losses=member_losses, doc_embeddings=features)
 

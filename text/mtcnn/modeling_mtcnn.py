@@ -273,6 +273,7 @@ def multitask_loss(
     labels: torch.LongTensor,
     task_names: list[str],
     member_mask: torch.Tensor | None = None,
+    num_items: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-member multitask loss: mean over tasks of each task's mean cross-entropy over present labels.
 
@@ -281,6 +282,9 @@ def multitask_loss(
         labels: (B, T) class ids in `task_names` order; -100 marks a missing label (ignored, not a class).
         task_names: Task order of the label columns.
         member_mask: Optional (N, B) bool; member m only learns from rows where it is True.
+        num_items: Optional (N, T) (or (T,)) denominators: each member's labelled rows per task over a whole
+            gradient-accumulation step and all processes, so that accumulation and multi-process runs equal one
+            large batch. Default: this batch's counts.
 
     Returns:
         (N,) losses; a task without present labels (for that member) contributes 0.
@@ -308,7 +312,12 @@ def multitask_loss(
             task_logits.reshape(n_members * batch, -1), target.repeat(n_members), ignore_index=-100, reduction="none"
         ).view(n_members, batch)
         ce = ce * present
-        total = total + ce.sum(1) / present.sum(1).clamp(min=1)
+        if num_items is None:
+            denom = present.sum(1)
+        else:
+            denom = num_items.to(first.device)
+            denom = denom[:, t] if denom.dim() == 2 else denom[t].expand(n_members)
+        total = total + ce.sum(1) / denom.clamp(min=1)
     return total / len(task_names)
 
 
