@@ -74,6 +74,12 @@ def _key(settings, keys) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results files stay machine-independent)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     from reportkd.utils import atomic_path
 
@@ -162,6 +168,8 @@ def train_models(prepared, base, seed: int, students: list[str], dac: bool, cach
 
 def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.ndarray]], delta: float) -> dict:
     """Per task: accuracy, AURC, and per target × method the test coverage / accuracy on accepted reports."""
+    from reportkd.text.mtcnn import dac_decisions
+
     from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
     from reportkd.selective_metrics import aurc
 
@@ -185,9 +193,8 @@ def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.n
                     "met": None if m["selective_accuracy"] is None else m["selective_accuracy"] >= target,
                 }
         if f"abstain/test/{task}" in arrays:  # DAC's own abstention
-            full = arrays[f"abstain/test/{task}"][keep]
-            accepted = full.argmax(1) != full.shape[1] - 1
-            pred = full[:, :-1].argmax(1)
+            pred, abstained = dac_decisions(arrays[f"abstain/test/{task}"][keep])
+            accepted = ~abstained
             row["dac_own"] = {
                 "coverage": float(accepted.mean()),
                 "accuracy": float((pred[accepted] == test_y[keep][accepted]).mean()) if accepted.any() else None,
@@ -418,7 +425,7 @@ def plots(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    return [str(p) for p in paths] + [str(path)]
+    return [_relative(p) for p in [*paths, path]]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -505,7 +512,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "figures": figures,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    md = markdown(summary, list(TASKS), args.seeds) + "\n\n" + resampling_markdown(guarantee, args.delta)
+    md = markdown(summary, list(TASKS), args.seeds)
+    if args.resamples:
+        md += "\n\n" + resampling_markdown(guarantee, args.delta)
     if not args.quick:
         write_json(out_dir / f"{args.name}.json", result)
         (out_dir / f"{args.name}.md").write_text(md + "\n")

@@ -247,6 +247,19 @@ def feature_distillation_loss(
     return reduce_loss(per_item, mask.bool(), reduction, num_items_in_batch)
 
 
+def task_weight_vector(tasks: list[str], task_weights: Mapping[str, float] | None) -> torch.Tensor:
+    """``(T,)`` task weights in ``tasks`` order, normalised to sum to 1 (uniform when ``task_weights`` is None).
+
+    Args:
+        tasks: Task names in label-column order.
+        task_weights: Optional task → weight (missing tasks weigh 0).
+    """
+    weights = torch.tensor([1.0 if task_weights is None else float(task_weights.get(t, 0.0)) for t in tasks])
+    if weights.sum() <= 0:
+        raise ValueError("task_weights must give at least one task a positive weight.")
+    return weights / weights.sum()
+
+
 @register_loss("multitask_kd")
 def multitask_kd_loss(
     student_logits: Mapping[str, torch.Tensor],
@@ -287,10 +300,7 @@ def multitask_kd_loss(
         raise ValueError(f"teacher outputs lack tasks {missing}; they have {sorted(teacher)}.")
     if labels is not None and labels.shape[-1] != len(tasks):
         raise ValueError(f"labels have {labels.shape[-1]} task columns but the student has {len(tasks)} tasks.")
-    weights = torch.tensor([1.0 if task_weights is None else float(task_weights.get(t, 0.0)) for t in tasks])
-    if weights.sum() <= 0:
-        raise ValueError("task_weights must give at least one task a positive weight.")
-    weights = weights / weights.sum()
+    weights = task_weight_vector(tasks, task_weights)
     total = next(iter(student_logits.values())).new_zeros((), dtype=torch.float32)
     for i, task in enumerate(tasks):
         s = student_logits[task]
@@ -344,8 +354,8 @@ def deep_abstaining_loss(
     check_reduction(reduction)
     if logits.shape[-1] < 3:
         raise ValueError(f"DAC logits need at least 2 classes + the abstain class, got {logits.shape[-1]} columns.")
-    if float(alpha) < 0:
-        raise ValueError(f"alpha must be >= 0, got {float(alpha)}.")
+    if not torch.is_tensor(alpha) and alpha < 0:  # (a tensor is not read back: no device sync per step)
+        raise ValueError(f"alpha must be >= 0, got {alpha}.")
     logits = logits.float()
     mask = labels != ignore_index
     safe = torch.where(mask, labels, labels.new_zeros(()))
@@ -381,10 +391,7 @@ def multitask_dac_loss(
     tasks = list(logits)
     if labels.shape[-1] != len(tasks):
         raise ValueError(f"labels have {labels.shape[-1]} task columns but there are {len(tasks)} tasks.")
-    weights = torch.tensor([1.0 if task_weights is None else float(task_weights.get(t, 0.0)) for t in tasks])
-    if weights.sum() <= 0:
-        raise ValueError("task_weights must give at least one task a positive weight.")
-    weights = weights / weights.sum()
+    weights = task_weight_vector(tasks, task_weights)
     total = next(iter(logits.values())).new_zeros((), dtype=torch.float32)
     for i, task in enumerate(tasks):
         alpha = alphas[i] if torch.is_tensor(alphas) else alphas[task]

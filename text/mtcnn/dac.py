@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
 from reportkd.losses import multitask_dac_loss
@@ -60,12 +58,10 @@ class DACConfig(DistillationConfig):
                 self.dac_task_targets = json.loads(self.dac_task_targets)
             except json.JSONDecodeError as e:
                 raise ValueError(f"dac_task_targets must be a JSON object, got {self.dac_task_targets!r}: {e}") from e
-        targets = dict(self.dac_task_targets or {})
-        if self.dac_target_accuracy is not None:
-            targets["*"] = self.dac_target_accuracy
-        for task, value in targets.items():
-            if not 0.0 < float(value) < 1.0:
-                raise ValueError(f"DAC target accuracy for {task!r} must be in (0, 1), got {value!r}.")
+        targets = {"dac_target_accuracy": self.dac_target_accuracy, **(self.dac_task_targets or {})}
+        for name, value in targets.items():
+            if value is not None and not 0.0 < float(value) < 1.0:
+                raise ValueError(f"DAC target accuracy {name!r} must be in (0, 1), got {value!r}.")
         if not self.dac_alpha_scale > 1.0:
             raise ValueError(f"dac_alpha_scale must be > 1, got {self.dac_alpha_scale}.")
         if self.dac_acc_gain <= 0:
@@ -75,7 +71,8 @@ class DACConfig(DistillationConfig):
 
     def target_for(self, task: str) -> float | None:
         """The target accuracy of ``task`` (None: its penalty is not tuned)."""
-        return float((self.dac_task_targets or {}).get(task, self.dac_target_accuracy) or 0) or None
+        target = (self.dac_task_targets or {}).get(task, self.dac_target_accuracy)
+        return None if target is None else float(target)
 
 
 def dac_decisions(probs_with_abstain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,36 +137,31 @@ class DACTrainer(DistillationTrainer):
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         return (loss, outputs) if return_outputs else loss
 
-    @torch.no_grad()
     def validation_abstention(self) -> dict[str, dict[str, float | None]]:
         """Per task on ``eval_dataset``: accuracy on non-abstained reports and coverage (non-abstained fraction)."""
+        from .pipeline import labels_by_task, predict_member_probs
+
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
-        model.eval()
-        loader = DataLoader(self.eval_dataset, batch_size=self.args.per_device_eval_batch_size * 4,
-                            collate_fn=self.data_collator)  # fmt: skip
-        device = next(model.parameters()).device
-        correct = {t: 0 for t in model.config.task_names}
-        kept = dict(correct)
-        labelled = dict(correct)
-        for batch in loader:
-            out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-            for i, task in enumerate(model.config.task_names):
-                y = batch["labels"][:, i].to(device)
-                has = y != -100
-                logits = out.logits[task]
-                keep = has & (logits.argmax(-1) != logits.shape[-1] - 1)
-                correct[task] += int((keep & (logits[:, :-1].argmax(-1) == y)).sum())
-                kept[task] += int(keep.sum())
-                labelled[task] += int(has.sum())
+        probs = predict_member_probs(
+            model,
+            self.eval_dataset,
+            pad_token_id=model.config.pad_token_id,
+            batch_size=self.args.per_device_eval_batch_size * 4,
+            with_abstain=True,
+        )
         model.train(was_training)
-        return {
-            t: {
-                "accuracy": correct[t] / kept[t] if kept[t] else None,
-                "coverage": kept[t] / labelled[t] if labelled[t] else None,
+        labels = labels_by_task(self.eval_dataset, model.config.task_labels)
+        stats = {}
+        for task, p in probs.items():
+            has = labels[task] != -100
+            pred, abstained = dac_decisions(p[has])
+            kept = ~abstained
+            stats[task] = {
+                "accuracy": float((pred[kept] == labels[task][has][kept]).mean()) if kept.any() else None,
+                "coverage": float(kept.mean()) if has.any() else None,
             }
-            for t in model.config.task_names
-        }
+        return stats
 
     def tune_alphas(self) -> dict[str, float]:
         """One tuning step of every task's penalty; logs them with the validation accuracy and coverage."""

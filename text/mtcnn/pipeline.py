@@ -36,7 +36,7 @@ from reportkd.trainer import DistillationConfig, DistillationTrainer
 from reportkd.utils import write_json
 
 from .configuration_mtcnn import MtCNNConfig
-from .ensemble import MemberGradClipCallback, MtCNNEnsembleForReportClassification
+from .ensemble import MemberGradClipCallback, MtCNNEnsembleForReportClassification, fold_member_mask
 from .modeling_mtcnn import MtCNNForReportClassification
 from .tokenization import train_word_tokenizer
 
@@ -218,20 +218,15 @@ class MemberMaskCollator(ReportCollator):
         return batch
 
 
-def member_folds(settings: EnsembleDistillationSettings) -> list[int]:
-    """Fold of each member (``-1`` = trains on every report when ``folds == 1``)."""
-    if settings.folds == 1:
-        return [-1] * settings.members
-    return [m % settings.folds for m in range(settings.members)]
-
-
 def member_training_mask(settings: EnsembleDistillationSettings, n_rows: int) -> np.ndarray:
     """``(members, reports)`` bool: which reports each member trains on (folds or bagging, see the settings)."""
     rng = np.random.default_rng(settings.seed + 1)
     if settings.member_sampling == "bagging":
         return rng.random((settings.members, n_rows)) < settings.bag_fraction
-    fold_of_row = rng.integers(0, max(settings.folds, 1), n_rows)
-    return np.asarray(member_folds(settings))[:, None] != fold_of_row[None, :]
+    if settings.folds == 1:
+        return np.ones((settings.members, n_rows), dtype=bool)
+    fold_of_row = torch.from_numpy(rng.integers(0, settings.folds, n_rows))
+    return fold_member_mask(fold_of_row, settings.members, settings.folds).numpy()
 
 
 def train_teacher_ensemble(
