@@ -54,8 +54,8 @@ def env_block(config: Mapping[str, Any], source: str = "the config") -> dict[str
     return out
 
 
-def read_env_block(path: str | Path) -> dict[str, str]:
-    """The ``env:`` block of a YAML config file (empty when it has none).
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping (checked to be one).
 
     Args:
         path: The YAML file.
@@ -69,7 +69,16 @@ def read_env_block(path: str | Path) -> dict[str, str]:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of field: value, got {type(data).__name__}.")
-    return env_block(data, str(path))
+    return data
+
+
+def read_env_block(path: str | Path) -> dict[str, str]:
+    """The ``env:`` block of a YAML config file (empty when it has none).
+
+    Args:
+        path: The YAML file.
+    """
+    return env_block(read_config_file(path), str(path))
 
 
 def apply_env(argv: Sequence[str] | None = None) -> dict[str, str]:

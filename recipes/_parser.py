@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from _env import ENV_KEY, apply_env, env_block
+from _env import ENV_KEY, apply_env, env_block, read_config_file
 from transformers import HfArgumentParser
 
 __all__ = ["ENV_KEY", "RecipeParser", "apply_env", "env_block"]
@@ -50,13 +49,7 @@ class RecipeParser(HfArgumentParser):
         Args:
             path: The YAML file.
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"Config file {path} does not exist.")
-        with path.open(encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a mapping of field: value, got {type(data).__name__}.")
+        data = read_config_file(path)
         env_block(data, str(path))  # validates
         data.pop(ENV_KEY, None)
         unknown = sorted(set(data) - self.field_names())
