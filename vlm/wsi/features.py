@@ -75,18 +75,61 @@ def coords_to_grid(coords: torch.Tensor | np.ndarray, patch_size_level0: int) ->
     return g - g.min(dim=0).values
 
 
-def save_slide_features(path: str | Path, sf: SlideFeatures) -> Path:
-    """Write ``sf`` to ``path`` atomically (temp file then rename)."""
-    path = Path(path)
+CORE_KEYS = ("format", "slide_id", "encoder", "patch_size_level0", "embedding_dim", "num_patches")
+
+
+def encode_header(sf: SlideFeatures, default_slide_id: str) -> dict[str, str]:
+    """The string header of a features file (any container: safetensors metadata, HDF5 attributes).
+
+    Args:
+        sf: The features.
+        default_slide_id: Slide id when ``sf.slide_id`` is empty (the file stem).
+    """
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in sf.metadata.items()}
     meta.update(
         format=FEATURES_FORMAT,
-        slide_id=sf.slide_id or path.name.removesuffix(FEATURES_SUFFIX),
+        slide_id=sf.slide_id or default_slide_id,
         encoder=sf.encoder,
         embedding_dim=str(sf.features.shape[1]),
         num_patches=str(sf.features.shape[0]),
         patch_size_level0=str(int(sf.patch_size_level0)),
     )
+    return meta
+
+
+def check_header(meta: dict[str, str], path: Path) -> None:
+    """Refuses a file whose header is not ``reportkd.features.v1``."""
+    if meta.get("format") != FEATURES_FORMAT:
+        raise ValueError(
+            f"{path} is not a reportkd features file (format={meta.get('format')!r}, expected "
+            f"{FEATURES_FORMAT!r}); write it with `reportkd extract` or save_slide_features."
+        )
+
+
+def decode_header(meta: dict[str, str], features: torch.Tensor, coords: torch.Tensor) -> SlideFeatures:
+    """``SlideFeatures`` from tensors and a header written by :func:`encode_header` (JSON values decoded)."""
+    extra = {}
+    for k, v in meta.items():
+        if k in CORE_KEYS:
+            continue
+        try:
+            extra[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            extra[k] = v
+    return SlideFeatures(
+        features=features,
+        coords=coords.long(),
+        patch_size_level0=int(meta["patch_size_level0"]),
+        slide_id=meta.get("slide_id", ""),
+        encoder=meta.get("encoder", ""),
+        metadata=extra,
+    )
+
+
+def save_slide_features(path: str | Path, sf: SlideFeatures) -> Path:
+    """Write ``sf`` to ``path`` atomically (temp file then rename)."""
+    path = Path(path)
+    meta = encode_header(sf, path.name.removesuffix(FEATURES_SUFFIX))
     tensors = {"features": sf.features.contiguous(), "coords": sf.coords.to(torch.long).contiguous()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -100,25 +143,6 @@ def load_slide_features(path: str | Path) -> SlideFeatures:
         raise FileNotFoundError(f"Features file {path} does not exist.")
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
-        if meta.get("format") != FEATURES_FORMAT:
-            raise ValueError(
-                f"{path} is not a reportkd features file (format={meta.get('format')!r}, expected "
-                f"{FEATURES_FORMAT!r}); write it with `reportkd extract` or save_slide_features."
-            )
+        check_header(meta, path)
         features, coords = f.get_tensor("features"), f.get_tensor("coords")
-    extra = {}
-    for k, v in meta.items():
-        if k in ("format", "slide_id", "encoder", "patch_size_level0", "embedding_dim", "num_patches"):
-            continue
-        try:
-            extra[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
-            extra[k] = v
-    return SlideFeatures(
-        features=features,
-        coords=coords,
-        patch_size_level0=int(meta["patch_size_level0"]),
-        slide_id=meta.get("slide_id", ""),
-        encoder=meta.get("encoder", ""),
-        metadata=extra,
-    )
+    return decode_header(meta, features, coords)

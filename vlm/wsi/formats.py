@@ -17,24 +17,20 @@ import torch
 
 from reportkd.utils import atomic_path
 
-from .features import FEATURES_FORMAT, FEATURES_SUFFIX, SlideFeatures, load_slide_features, save_slide_features
+from .features import (
+    CORE_KEYS,
+    FEATURES_FORMAT,
+    FEATURES_SUFFIX,
+    SlideFeatures,
+    check_header,
+    decode_header,
+    encode_header,
+    load_slide_features,
+    save_slide_features,
+)
 
 H5_SUFFIX = ".h5"
-_CORE_KEYS = ("format", "slide_id", "encoder", "patch_size_level0", "embedding_dim", "num_patches")
 _INT_KEYS = ("patch_size_level0", "embedding_dim", "num_patches")
-
-
-def _header(path: Path, sf: SlideFeatures, suffix: str) -> dict[str, str]:
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in sf.metadata.items()}
-    meta.update(
-        format=FEATURES_FORMAT,
-        slide_id=sf.slide_id or path.name.removesuffix(suffix),
-        encoder=sf.encoder,
-        embedding_dim=str(sf.features.shape[1]),
-        num_patches=str(sf.features.shape[0]),
-        patch_size_level0=str(int(sf.patch_size_level0)),
-    )
-    return meta
 
 
 def save_slide_features_h5(path: str | Path, sf: SlideFeatures) -> Path:
@@ -46,7 +42,7 @@ def save_slide_features_h5(path: str | Path, sf: SlideFeatures) -> Path:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("features", data=sf.features.detach().cpu().numpy())
             f.create_dataset("coords", data=sf.coords.to(torch.long).cpu().numpy())
-            for k, v in _header(path, sf, H5_SUFFIX).items():
+            for k, v in encode_header(sf, path.name.removesuffix(H5_SUFFIX)).items():
                 f.attrs[k] = v
     return path
 
@@ -60,17 +56,9 @@ def load_slide_features_h5(path: str | Path) -> SlideFeatures:
         raise FileNotFoundError(f"Features file {path} does not exist.")
     with h5py.File(path, "r") as f:
         meta = {k: str(v) for k, v in f.attrs.items()}
-        if meta.get("format") != FEATURES_FORMAT:
-            raise ValueError(f"{path} is not a reportkd features file (format={meta.get('format')!r}).")
+        check_header(meta, path)
         features, coords = np.asarray(f["features"]), np.asarray(f["coords"])
-    return SlideFeatures(
-        features=torch.from_numpy(features),
-        coords=torch.from_numpy(coords).long(),
-        patch_size_level0=int(meta["patch_size_level0"]),
-        slide_id=meta.get("slide_id", ""),
-        encoder=meta.get("encoder", ""),
-        metadata={k: _parse(v) for k, v in meta.items() if k not in _CORE_KEYS},
-    )
+    return decode_header(meta, torch.from_numpy(features), torch.from_numpy(coords))
 
 
 def _parse(v: str) -> Any:
@@ -129,4 +117,4 @@ def read_features_header(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e})") from None
     if raw.get("format") != FEATURES_FORMAT:
         raise ValueError(f"{path} is not a reportkd features file (format={raw.get('format')!r})")
-    return {k: (int(v) if k in _INT_KEYS else v if k in _CORE_KEYS else _parse(v)) for k, v in raw.items()}
+    return {k: (int(v) if k in _INT_KEYS else v if k in CORE_KEYS else _parse(v)) for k, v in raw.items()}
