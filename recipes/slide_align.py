@@ -131,15 +131,13 @@ def text_options(spec: str, pooling: str) -> dict:
 
 
 def push(trainer, folder: Path, repo_id: str, message: str) -> str | None:
-    """Pushes a saved slide model (main process only), with its ``text_encoder/`` when it has one."""
+    """Pushes a saved slide model (main process only); the slide-encoder kind brings its ``text_encoder/``."""
     if not trainer.is_world_process_zero():
         return None
     args = trainer.args
-    include = ["text_encoder/*"] if (folder / "text_encoder").is_dir() else []
     pushed = push_to_hub(
         folder, repo_id, private=args.hub_private_repo is not False, token=args.hub_token,
-        local_hub=getattr(args, "hub_local_dir", None), include=include, commit_message=message,
-        revision=args.hub_revision,
+        local_hub=getattr(args, "hub_local_dir", None), commit_message=message, revision=args.hub_revision,
     )  # fmt: skip
     return pushed.location
 
