@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 from reportkd.vlm.slide import SlideEncoderConfig, SlideEncoderModel
 from reportkd.vlm.slide.alignment import SlideReportModel, load_text_encoder
@@ -10,15 +9,6 @@ from reportkd.vlm.slide.data import pad_slides
 
 TEXT = "open_clip:reportkd-clip-tiny-student"
 CLIP_LOGIT_SCALE = math.log(1 / 0.07)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and deterministically) on one thread, especially on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_encoder(seed=0, **kw):

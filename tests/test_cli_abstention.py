@@ -43,17 +43,6 @@ def build_classifier(out_dir, train, task_labels, *, steps=40, seed=0):
     return save_classifier(model.eval(), tok, out_dir, None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and the test machine's cores are shared)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     pytest.importorskip("reportkd.text.mtcnn.tokenization")

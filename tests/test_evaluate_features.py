@@ -13,7 +13,7 @@ from reportkd.vlm.slide.evaluation import (
     select_logistic_regression,
 )
 from reportkd.vlm.slide.synthetic import SyntheticSlideWorld, write_synthetic_slides
-from slide_tiny import one_thread, tiny_aligned, tiny_encoder  # noqa: F401
+from slide_tiny import tiny_aligned, tiny_encoder
 
 from reportkd.cli import main
 

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -25,13 +24,6 @@ TINY = {
     "num_threads": 1, "top_k": 5, "use_cpu": "true",
 }  # fmt: skip
 TINY_FLAGS = [item for key, value in TINY.items() for item in (f"--{key}", str(value))]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(tmp_path, data, modes):

@@ -9,15 +9,6 @@ from reportkd.text.skd.sampling import best_draft_length
 V, EOS, PAD = 40, 3, 0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_lm(family: str, seed: int, hidden: int = 32, layers: int = 2):
     if family == "llama":
         config = {"model_type": "llama", "hidden_size": hidden, "intermediate_size": 2 * hidden,

@@ -11,15 +11,6 @@ from reportkd.text.skd.models import causal_lm_from_config, train_bpe_tokenizer
 from reportkd.synthetic import generate_reports
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus():
     records = generate_reports(24, seed=0)

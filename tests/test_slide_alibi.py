@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from reportkd.vlm.slide import alibi_2d_bias, alibi_slopes
 from reportkd.vlm.slide.data import pad_slides
-from slide_tiny import one_thread, random_slide, tiny_encoder  # noqa: F401
+from slide_tiny import random_slide, tiny_encoder
 from torch import nn
 
 DIM = 16

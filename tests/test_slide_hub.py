@@ -6,7 +6,7 @@ import sys
 
 import torch
 from reportkd.vlm.slide.alignment import load_slide_model
-from slide_tiny import batch_of, one_thread, random_slide, tiny_aligned  # noqa: F401
+from slide_tiny import batch_of, random_slide, tiny_aligned
 from transformers import AutoModel
 
 from reportkd.hub import push_to_hub

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from reportkd.vlm.slide.data import SlideCollator, synthetic_dataset
 from reportkd.vlm.slide.trainer import SlideDistillationConfig, SlideDistillationTrainer, pool_to_student_cells
-from slide_tiny import one_thread, tiny_aligned, tiny_encoder, trainer_args  # noqa: F401
+from slide_tiny import tiny_aligned, tiny_encoder, trainer_args
 
 from reportkd.losses import LOSSES, similarity_kd_loss
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from reportkd.vlm.slide import SlideEncoderConfig, SlideEncoderModel
-from slide_tiny import batch_of, one_thread, random_slide, tiny_encoder  # noqa: F401
+from slide_tiny import batch_of, random_slide, tiny_encoder
 from transformers import AutoConfig, AutoModel
 
 

@@ -15,7 +15,7 @@ from reportkd.vlm.slide.trainer import (
     SlideDistillationConfig,
     SlideDistillationTrainer,
 )
-from slide_tiny import one_thread, tiny_aligned, tiny_encoder, trainer_args  # noqa: F401
+from slide_tiny import tiny_aligned, tiny_encoder, trainer_args
 
 
 def retrieval_map(model, grid="fine"):

@@ -19,7 +19,7 @@ from reportkd.vlm.evaluation import (
     retrieval_recall_at_k,
 )
 from reportkd.vlm.synthetic_tiles import CLASSES, SyntheticHistology
-from vlm_clip_tiny import STUDENT, TEACHER, bundles, one_thread, tiny_data  # noqa: F401
+from vlm_clip_tiny import STUDENT, TEACHER, bundles, tiny_data
 
 REPO = Path(__file__).resolve().parents[1]
 MATCH = json.dumps([{"student": "visual.transformer.resblocks.1", "teacher": "visual.transformer.resblocks.0"}])

@@ -2,22 +2,12 @@
 
 import copy
 
-import pytest
 import torch
 from reportkd.vlm.clip.models import load_open_clip
 from reportkd.vlm.clip.trainer import CLIPDistillationConfig
 from reportkd.vlm.synthetic_tiles import SyntheticHistology
 
 STUDENT, TEACHER = "reportkd-clip-tiny-student", "reportkd-clip-tiny-teacher"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and deterministically) on one thread, especially on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def bundles(seed=0, student=STUDENT, teacher=TEACHER):
