@@ -22,8 +22,7 @@ RECIPES = ROOT / "recipes"
 CONFIGS = RECIPES / "configs"
 sys.path.insert(0, str(RECIPES))
 
-from _env import apply_env, env_block  # noqa: E402
-from _parser import RecipeParser  # noqa: E402
+from reportkd.recipes import RecipeParser, apply_env, env_block  # noqa: E402
 
 
 def recipe_names() -> list[str]:
