@@ -171,7 +171,7 @@ def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.n
     from reportkd.text.mtcnn import dac_decisions
 
     from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
-    from reportkd.selective_metrics import aurc
+    from reportkd.abstention.metrics import aurc
 
     out = {}
     for task in labels["test"]:
@@ -397,8 +397,7 @@ def plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from reportkd.plots import plot_risk_coverage
-    from reportkd.selective_metrics import risk_coverage_curve
+    from reportkd.abstention import plot_risk_coverage, risk_coverage_curve
     from reportkd.utils import atomic_path
 
     curves = {

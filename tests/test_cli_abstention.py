@@ -5,9 +5,15 @@ import json
 import numpy as np
 import pytest
 
+from reportkd.abstention import (
+    Predictions,
+    load_predictions,
+    read_thresholds,
+    save_predictions,
+    thresholds_from_dict,
+    weights_fingerprint,
+)
 from reportkd.cli import main
-from reportkd.predictions import Predictions, load_predictions, save_predictions
-from reportkd.thresholds import read_thresholds, thresholds_from_dict, weights_fingerprint
 
 TASKS = ("organ", "behavior", "laterality")
 

@@ -1,10 +1,10 @@
-"""Selective-classification and calibration metrics (reportkd.selective_metrics) and their plots."""
+"""Selective-classification and calibration metrics (reportkd.abstention.metrics) and their plots."""
 
 import numpy as np
 import pytest
 
-from reportkd.plots import plot_reliability, plot_risk_coverage
-from reportkd.selective_metrics import (
+from reportkd.abstention import plot_reliability, plot_risk_coverage
+from reportkd.abstention.metrics import (
     aurc,
     brier_score,
     excess_aurc,

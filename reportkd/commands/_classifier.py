@@ -15,9 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from reportkd.abstention import (
+    THRESHOLDS_NAME,
+    Predictions,
+    ThresholdsFile,
+    load_predictions,
+    read_thresholds,
+    weights_fingerprint,
+)
 from reportkd.data import IGNORE_INDEX, LoadStats, encode_reports, load_reports
-from reportkd.predictions import Predictions, load_predictions
-from reportkd.thresholds import THRESHOLDS_NAME, ThresholdsFile, read_thresholds, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +38,7 @@ class Classifier:
         thresholds: Its thresholds file (checked against the model), or None.
         task_labels: Task → class names (the model config's ``task_labels``).
         model_id: The directory as given.
-        model_sha256: :func:`~reportkd.thresholds.weights_fingerprint` of the directory.
+        model_sha256: :func:`~reportkd.abstention.weights_fingerprint` of the directory.
     """
 
     model: Any

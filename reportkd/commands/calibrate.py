@@ -6,10 +6,10 @@
 
 ``--data`` must be reports the model never trained on (a calibration split) with every task's label column;
 reports with a missing label are left out of that task's calibration and counted. ``--predictions`` calibrates the
-saved probabilities of any model (format: :mod:`reportkd.predictions`). ``--method ltt`` gives thresholds such that
-accuracy on accepted reports is >= the target with probability >= 1 - delta on new data from the same source;
-``empirical`` just reaches it on the calibration split (no guarantee). An unreachable target gives threshold > 1:
-that task abstains on every report (coverage 0), reported as such.
+saved probabilities of any model (format: :mod:`reportkd.abstention.predictions`). ``--method ltt`` gives
+thresholds such that accuracy on accepted reports is >= the target with probability >= 1 - delta on new data from
+the same source; ``empirical`` just reaches it on the calibration split (no guarantee). An unreachable target gives
+threshold > 1: that task abstains on every report (coverage 0), reported as such.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("input (either --model with --data, or --predictions)")
     src.add_argument("--model", help="Classifier directory (from `reportkd demo` or save_classifier).")
     src.add_argument("--data", help="Labelled calibration reports (.jsonl[.gz], .csv, .parquet).")
-    src.add_argument("--predictions", help="Saved probabilities and labels (.npz / .jsonl; see reportkd.predictions).")
+    src.add_argument("--predictions", help="Saved probabilities and labels (.npz / .jsonl; see reportkd.abstention).")
     p.add_argument("--out", required=True, help="Thresholds file to write (e.g. MODEL_DIR/thresholds.json).")
     p.add_argument("--target-accuracy", type=float, default=0.97, help="Accuracy required on accepted reports.")
     p.add_argument(
@@ -63,8 +63,7 @@ def format_calibration(c, missing: dict[str, int] | None = None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reportkd.abstention import calibrate
-    from reportkd.thresholds import write_thresholds
+    from reportkd.abstention import calibrate, write_thresholds
 
     preds, clf, run_ = get_predictions(
         args, model=args.model, predictions=args.predictions, data=args.data, thresholds=None, require_labels=True

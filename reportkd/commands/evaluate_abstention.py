@@ -47,15 +47,14 @@ def _evaluate(args: argparse.Namespace, model, predictions, thresholds) -> dict[
     """Loads one model's probabilities and thresholds and computes every metric (nothing written)."""
     import numpy as np
 
-    from reportkd.abstention import apply_temperature, apply_thresholds, joint_confidence_and_correct
-    from reportkd.selective_metrics import (
+    from reportkd.abstention import apply_temperature, apply_thresholds, joint_confidence_and_correct, read_thresholds
+    from reportkd.abstention.metrics import (
         joint_report,
         reliability_bins,
         risk_coverage_curve,
         risk_coverage_from_scores,
         selective_report,
     )
-    from reportkd.thresholds import read_thresholds
 
     data = args.data if model and not predictions else None
     preds, clf, _ = get_predictions(
@@ -111,7 +110,7 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reportkd.plots import plot_reliability, plot_risk_coverage
+    from reportkd.abstention import plot_reliability, plot_risk_coverage
     from reportkd.utils import write_json
 
     if args.n_bins < 1:

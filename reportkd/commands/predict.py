@@ -43,8 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reportkd.abstention import apply_temperature, apply_thresholds
-    from reportkd.predictions import save_predictions
+    from reportkd.abstention import apply_temperature, apply_thresholds, save_predictions
     from reportkd.utils import atomic_path
 
     for option in ("out", "save_probs"):

@@ -19,7 +19,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from reportkd.abstention import Calibration, calibrate, selective_metrics
+from reportkd.abstention import Calibration, calibrate, selective_metrics, weights_fingerprint, write_thresholds
 from reportkd.data import (
     IGNORE_INDEX,
     LoadStats,
@@ -31,7 +31,6 @@ from reportkd.data import (
     save_soft_labels,
     split_indices,
 )
-from reportkd.thresholds import weights_fingerprint, write_thresholds
 from reportkd.trainer import DistillationConfig, DistillationTrainer
 from reportkd.utils import write_json
 
@@ -443,7 +442,7 @@ def save_classifier(
         model: An MtCNN.
         tokenizer: Its tokenizer.
         output_dir: Target directory.
-        calibration: Thresholds to store as ``thresholds.json`` (see :func:`reportkd.thresholds.write_thresholds`).
+        calibration: Thresholds to store as ``thresholds.json`` (see :func:`reportkd.abstention.write_thresholds`).
         **metadata: Extra fields of the thresholds file.
     """
     out = Path(output_dir)

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .abstention import ABSTAIN_ALL, Calibration, Threshold
-from .data import label_map_fingerprint
-from .utils import write_json
+from ..data import label_map_fingerprint
+from ..utils import write_json
+from .calibration import Calibration
+from .empirical import ABSTAIN_ALL, Threshold
 
 THRESHOLDS_FORMAT = "reportkd.thresholds.v1"
 THRESHOLDS_NAME = "thresholds.json"
@@ -164,7 +165,7 @@ def thresholds_to_dict(
         model_sha256: :func:`weights_fingerprint` of the model directory.
         **metadata: Extra top-level fields (JSON-able).
     """
-    from . import __version__
+    from .. import __version__
 
     if not isinstance(calibration, Calibration):
         tasks = dict(calibration)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import IGNORE_INDEX
+from ..data import IGNORE_INDEX
 
 
 def check_probs(probs: np.ndarray, labels: np.ndarray | None = None, *, name: str = "probs") -> np.ndarray:

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import IGNORE_INDEX, encode_labels, is_missing
-from .utils import atomic_path
+from ..data import IGNORE_INDEX, encode_labels, is_missing
+from ..utils import atomic_path
 
 PREDICTIONS_FORMAT = "reportkd.predictions.v1"
 
@@ -139,7 +139,7 @@ def _check_meta(meta: Any, source: str) -> dict[str, Any]:
     if not isinstance(meta, Mapping) or meta.get("format") != PREDICTIONS_FORMAT:
         raise ValueError(
             f"{source} is not a reportkd predictions file: its header must be "
-            f'{{"format": "{PREDICTIONS_FORMAT}", "task_labels": {{...}}}} (see reportkd.predictions).'
+            f'{{"format": "{PREDICTIONS_FORMAT}", "task_labels": {{...}}}} (see reportkd.abstention.predictions).'
         )
     if not isinstance(meta.get("task_labels"), Mapping) or not meta["task_labels"]:
         raise ValueError(f"{source}: the header lacks task_labels (task → class names).")
@@ -171,7 +171,7 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
     if name.endswith(".npz"):
         with np.load(path, allow_pickle=False) as z:
             if "meta" not in z.files:
-                raise ValueError(f"{path} lacks the 'meta' array; see reportkd.predictions for the .npz layout.")
+                raise ValueError(f"{path} lacks the 'meta' array; see reportkd.abstention.predictions for the layout.")
             meta = _check_meta(json.loads(str(z["meta"])), str(path))
             if "ids" not in z.files:
                 raise ValueError(f"{path} lacks the 'ids' array.")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .selective_metrics import ReliabilityBins, RiskCoverage
-from .utils import atomic_path
+from ..utils import atomic_path
+from .metrics import ReliabilityBins, RiskCoverage
 
 
 def _figure(n_panels: int, title: str):
@@ -54,7 +54,7 @@ def plot_risk_coverage(
     """Risk (error on accepted reports) against coverage, per task; e.g. baseline vs student.
 
     Args:
-        curves: Model name → task → :class:`~reportkd.selective_metrics.RiskCoverage`.
+        curves: Model name → task → :class:`~reportkd.abstention.metrics.RiskCoverage`.
         path: Output PNG.
         target_accuracy: Draws the allowed risk ``1 - target`` as a dashed line.
         operating_points: Model name → task → ``(coverage, risk)`` at the calibrated threshold (marked).
@@ -83,7 +83,7 @@ def plot_reliability(bins: Mapping[str, Mapping[str, ReliabilityBins]], path: st
     """Reliability diagrams (accuracy against confidence per bin), per task; e.g. baseline vs student.
 
     Args:
-        bins: Model name → task → :class:`~reportkd.selective_metrics.ReliabilityBins`.
+        bins: Model name → task → :class:`~reportkd.abstention.metrics.ReliabilityBins`.
         path: Output PNG.
     """
     tasks = list(dict.fromkeys(t for per_task in bins.values() for t in per_task))
