@@ -4,6 +4,9 @@ import json
 
 import pytest
 import torch
+from slide_tiny import tiny_aligned, tiny_encoder
+
+from reportkd.cli import main
 from reportkd.vlm.slide.evaluation import (
     SlideEmbeddings,
     evaluate_slide_embeddings,
@@ -13,9 +16,6 @@ from reportkd.vlm.slide.evaluation import (
     select_logistic_regression,
 )
 from reportkd.vlm.slide.synthetic import SyntheticSlideWorld, write_synthetic_slides
-from slide_tiny import tiny_aligned, tiny_encoder
-
-from reportkd.cli import main
 
 EASY = SyntheticSlideWorld(num_tissue_types=1, class_separation=1.0)  # separable after mean pooling
 

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from reportkd.vlm.wsi import load_slide_features, write_synthetic_slide
 
 from reportkd.cli import main
+from reportkd.vlm.wsi import load_slide_features, write_synthetic_slide
 
 WSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wsi"
 FAST = ["--encoder", "random-tiny-cnn", "--num-workers", "0", "--no-progress"]

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
+
 from reportkd.vlm.encoders import (
     ENCODERS,
     WEIGHTS_ENV,
@@ -19,7 +21,6 @@ from reportkd.vlm.encoders import (
     load_weights_map,
     register_encoder,
 )
-from safetensors.torch import save_file
 
 PATHOLOGY = ("conch_v1", "uni_v1", "uni_v2", "virchow", "virchow2", "gigapath", "phikon", "plip", "quiltnet")
 

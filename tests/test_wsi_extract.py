@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from reportkd.vlm.encoders import get_encoder
 from reportkd.vlm.wsi import (
     SlideSpec,

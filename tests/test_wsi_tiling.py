@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from reportkd.vlm.wsi import (
     READERS,
     MissingMPPError,
