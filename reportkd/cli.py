@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "extract": ("reportkd.commands.extract", "Tile whole-slide images and extract patch features (resumable)."),
     "push": ("reportkd.commands.push", "Push a saved model with its model card to a hub or a local hub directory."),
+    "train": ("reportkd.commands.train", "Run a training recipe: reportkd train <recipe> --config x.yaml (--list)."),
 }
 
 
