@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .env import ENV_KEY, apply_env, config_path, env_block, read_config_file, read_env_block
 from .output import RecipeArguments, check_output_dir, last_checkpoint, prepare_output_dir, resolve_checkpoint
 from .registry import GROUP, available_recipes, load_recipe, recipe_entry_points
+from .script import script_main
 
 if TYPE_CHECKING:
     from .parser import RecipeParser
@@ -36,6 +37,7 @@ __all__ = [
     "recipe_command",
     "recipe_entry_points",
     "resolve_checkpoint",
+    "script_main",
 ]
 
 
