@@ -247,17 +247,20 @@ def feature_distillation_loss(
     return reduce_loss(per_item, mask.bool(), reduction, num_items_in_batch)
 
 
-def task_weight_vector(tasks: list[str], task_weights: Mapping[str, float] | None) -> torch.Tensor:
-    """``(T,)`` task weights in ``tasks`` order, normalised to sum to 1 (uniform when ``task_weights`` is None).
+def task_weight_vector(
+    tasks: list[str], task_weights: Mapping[str, float] | None, *, normalize: bool = True
+) -> torch.Tensor:
+    """``(T,)`` task weights in ``tasks`` order (all 1 when ``task_weights`` is None), normalised to sum to 1.
 
     Args:
         tasks: Task names in label-column order.
         task_weights: Optional task → weight (missing tasks weigh 0).
+        normalize: Divide by the sum (False: the raw weights).
     """
     weights = torch.tensor([1.0 if task_weights is None else float(task_weights.get(t, 0.0)) for t in tasks])
     if weights.sum() <= 0:
         raise ValueError("task_weights must give at least one task a positive weight.")
-    return weights / weights.sum()
+    return weights / weights.sum() if normalize else weights
 
 
 @register_loss("multitask_kd")
@@ -270,60 +273,89 @@ def multitask_kd_loss(
     alpha: float = 1.0,
     teacher_type: TeacherType = "probs",
     task_weights: Mapping[str, float] | None = None,
+    member_mask: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: Literal["sum", "mean"] = "mean",
     num_items_in_batch: torch.Tensor | None = None,
+    sum_members: bool = True,
 ) -> torch.Tensor:
-    """Multitask soft-target distillation: :func:`soft_target_kd_loss` per task, averaged over tasks.
+    """Multitask soft-target distillation: :func:`soft_target_kd_loss` per task, weighted mean over tasks.
 
-    ``loss = sum_t w_t * (sum of task t's item losses) / N_t`` with ``w_t`` = ``task_weights`` normalised to sum
-    to 1 (uniform by default) and ``N_t`` the number of reports with a label for task ``t`` (all reports when
-    ``labels`` is None). With ``alpha=0`` this is the mean over tasks of each task's cross-entropy: the hard-label
-    objective, so a baseline and a student differ only in ``alpha``.
+    ``loss = sum_t w_t * (sum of task t's item losses) / N_t / sum_t w_t`` with ``w_t`` = ``task_weights``
+    (uniform by default) and ``N_t`` the number of reports with a label for task ``t`` (all reports when
+    ``labels`` is None), or ``num_items_in_batch[t]``. With ``alpha=0`` this is the weighted mean over tasks of
+    each task's cross-entropy: the hard-label objective, so a baseline and a student differ only in ``alpha``.
+
+    A teacher ensemble trains through the same function: logits with a leading member axis ``(N, B, C_t)`` give
+    each member this loss (only on its rows of ``member_mask``, normalised by its own ``(N, T)`` counts), summed
+    over members, so each member gets exactly the gradient it would get alone.
 
     Args:
-        student_logits: Task name → ``(B, C_t)`` student logits.
+        student_logits: Task name → ``(B, C_t)`` logits, or ``(N, B, C_t)`` for ``N`` ensemble members.
         teacher: Task name → ``(B, C_t)`` teacher logits/probabilities; None only when ``alpha == 0``.
         labels: ``(B, T)`` labels in the order of ``student_logits``; ``ignore_index`` marks a missing label.
         temperature: Softening temperature.
         alpha: Weight of the soft term (``1 - alpha`` weights the hard labels).
         teacher_type: ``"probs"`` (default: ensemble soft labels) or ``"logits"``.
-        task_weights: Optional task name → weight.
+        task_weights: Optional task name → weight (>= 0; missing tasks weigh 0).
+        member_mask: Optional ``(N, B)`` bool: member ``m`` learns only from rows where it is True.
         ignore_index: Missing-label value.
         reduction: ``"mean"`` (normalised per task as above) or ``"sum"``.
-        num_items_in_batch: Optional ``(T,)`` per-task counts over the whole accumulation step (and processes).
+        num_items_in_batch: Optional ``(T,)`` (or ``(N, T)`` per member) counts over the whole accumulation step
+            (and processes).
+        sum_members: With a member axis, return the sum over members (default) or the ``(N,)`` member losses.
     """
     tasks = list(student_logits)
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
     if teacher is None and alpha > 0:
         raise ValueError("alpha > 0 needs teacher outputs (a teacher model or precomputed soft labels).")
     if teacher is not None and (missing := [t for t in tasks if t not in teacher]):
         raise ValueError(f"teacher outputs lack tasks {missing}; they have {sorted(teacher)}.")
-    if labels is not None and labels.shape[-1] != len(tasks):
-        raise ValueError(f"labels have {labels.shape[-1]} task columns but the student has {len(tasks)} tasks.")
-    weights = task_weight_vector(tasks, task_weights)
-    total = next(iter(student_logits.values())).new_zeros((), dtype=torch.float32)
+    first = student_logits[tasks[0]]
+    lead = first.shape[:-1]  # (B,) or (N, B)
+    if labels is not None and (labels.dim() != 2 or labels.shape != (lead[-1], len(tasks))):
+        raise ValueError(
+            f"labels must be (batch, num_tasks) = ({lead[-1]}, {len(tasks)}) in task order {tasks}, got shape "
+            f"{tuple(labels.shape)}; use {ignore_index} for a missing label."
+        )
+    rows = None  # (…, B) bool: rows each member learns from
+    if member_mask is not None:
+        if len(lead) != 2 or member_mask.shape != lead:
+            raise ValueError(
+                f"member_mask must be (num_members, batch) = {tuple(lead)}, got {tuple(member_mask.shape)}."
+            )
+        rows = member_mask.to(device=first.device, dtype=torch.bool)
+    weights = task_weight_vector(tasks, task_weights, normalize=False).to(first.device)
+    total = first.new_zeros(lead[:-1], dtype=torch.float32)
     for i, task in enumerate(tasks):
         s = student_logits[task]
-        y = labels[:, i] if labels is not None else None
-        t = teacher[task] if teacher is not None else s.detach()
-        task_sum = soft_target_kd_loss(
-            s,
-            t,
-            y,
-            temperature=temperature,
-            alpha=alpha,
-            teacher_type=teacher_type,
-            ignore_index=ignore_index,
-            reduction="sum",
-        )
+        y = None
+        if labels is not None:
+            y = labels[:, i].to(s.device).expand(lead)
+            if rows is not None:
+                y = torch.where(rows, y, torch.full_like(y, ignore_index))
+        t = teacher[task].expand_as(s) if teacher is not None else s.detach()
+        per_item = soft_target_kd_loss(
+            s, t, y, temperature=temperature, alpha=alpha, teacher_type=teacher_type, ignore_index=ignore_index,
+            reduction="none",
+        )  # fmt: skip
+        counted = y != ignore_index if y is not None else rows
+        if labels is None and rows is not None:
+            per_item = per_item * rows
+        task_loss = per_item.sum(-1)
         if reduction == "mean":
             if num_items_in_batch is not None:
-                count = num_items_in_batch[i]
+                count = num_items_in_batch.to(task_loss.device)
+                count = count[..., i] if count.dim() == len(lead) else count[i]
+            elif counted is not None:
+                count = counted.sum(-1)
             else:
-                count = (y != ignore_index).sum() if y is not None else torch.tensor(s.shape[0])
-            task_sum = task_sum / count.to(task_sum.device, task_sum.dtype).clamp_min(1)
-        total = total + weights[i].to(total.device) * task_sum
-    return total
+                count = torch.tensor(lead[-1], device=task_loss.device)
+            task_loss = task_loss / count.to(task_loss.dtype).clamp_min(1)
+        total = total + weights[i] * task_loss
+    total = total / weights.sum()
+    return total.sum() if sum_members else total
 
 
 def deep_abstaining_loss(

@@ -1,14 +1,17 @@
-"""The shared distillation trainer: a ``transformers.Trainer`` (so ``accelerate launch`` scales it) with a teacher.
+"""The shared distillation trainer: a thin ``transformers.Trainer`` (``accelerate launch`` scales it) with a teacher.
 
-The teacher is a module, a local path / hub id, or absent: then precomputed teacher outputs travel with the
-data (``inputs[args.teacher_outputs_key]``), so the student never needs the teacher in memory. With neither,
-the trainer trains the model on its own supervised loss (teacher ensembles, hard-label baselines).
+:class:`DistillationTrainer` loads and freezes the teacher, counts the items of each gradient-accumulation step over
+all processes, and owns the one ``compute_loss``: it calls the family's :meth:`~DistillationTrainer.compute_loss_terms`
+hook (named loss terms, the total under ``"loss"``), scales for processes and accumulation once, and logs every term.
+A family's trainer overrides that hook and nothing else of the loss path (see ``text/mtcnn/trainer.py``,
+``text/skd``, ``vlm/clip``, ``vlm/slide``). :class:`LogitDistillationTrainer` is the single-head one: classifiers
+and causal LMs distilled with a logit loss of :data:`LOGIT_LOSSES`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,25 +20,23 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel, Trainer, TrainingArguments
 
 from .hub.trainer import HubMixin
-from .losses import LOSSES, multitask_kd_loss
+from .losses import generalized_jsd_loss, soft_target_kd_loss, teacher_log_probs
+
+LossTerms = dict[str, torch.Tensor]
 
 
 @dataclass
 class DistillationConfig(TrainingArguments):
-    """Arguments of :class:`DistillationTrainer` on top of ``transformers.TrainingArguments``.
+    """What every distillation trainer shares, on top of ``transformers.TrainingArguments``.
+
+    Each family adds its own loss fields in its own config (``LogitDistillationConfig``,
+    ``MtCNNDistillationConfig``, ``SKDConfig``, ``CLIPDistillationConfig``…).
 
     Args:
         teacher_model_name_or_path: Teacher checkpoint (local path or hub id) when no module is passed.
-        alpha: Weight of the distillation term; ``1 - alpha`` weights the hard-label loss.
-        temperature: Softening temperature of teacher and student distributions.
-        loss: Name of a registered distillation loss for single-head students (see ``reportkd.losses.LOSSES``).
-            Multitask students (logits given per task) use ``multitask_kd``.
-        beta: Interpolation of the generalized JSD (``loss="generalized_jsd"``).
-        teacher_outputs_key: Input key holding precomputed teacher outputs.
-        teacher_outputs_type: Whether precomputed teacher outputs are ``"probs"`` or ``"logits"``.
-        task_weights: Optional task → weight for multitask students: a dict, or a JSON object string on the command
-            line (``--task_weights '{"organ": 2, "grade": 1}'``).
         trust_remote_code: Allow custom code when loading the teacher from a path or hub id (off by default).
+        teacher_outputs_key: Input key holding precomputed teacher outputs (the teacher need not be in memory).
+        remove_unused_columns: Kept False: collators need the teacher outputs and labels.
         hub_private_repo: Create hub repositories private (default True here; ``transformers`` defaults to public).
         hub_local_dir: A local hub directory: ``push_to_hub`` writes ``<hub_local_dir>/<org>/<name>/`` instead of
             uploading (air-gapped sites).
@@ -44,30 +45,11 @@ class DistillationConfig(TrainingArguments):
     teacher_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Teacher checkpoint (local path or hub id), when no teacher module is given."}
     )
-    alpha: float = field(
-        default=1.0, metadata={"help": "Weight of the distillation term in [0, 1]; 1 - alpha weights hard labels."}
-    )
-    temperature: float = field(default=1.0, metadata={"help": "Softening temperature (> 0)."})
-    loss: str = field(
-        default="soft_target_kd",
-        metadata={"help": "Registered distillation loss for single-head students: " + ", ".join(LOSSES.names())},
-    )
-    beta: float = field(default=0.5, metadata={"help": "Generalized JSD interpolation in [0, 1]."})
-    teacher_outputs_key: str = field(
-        default="teacher_probs", metadata={"help": "Input key of precomputed teacher outputs."}
-    )
-    teacher_outputs_type: str = field(
-        default="probs", metadata={"help": "'probs' or 'logits': what the precomputed teacher outputs hold."}
-    )
-    task_weights: dict[str, float] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Task name -> loss weight for multitask students, a JSON object on the command line "
-            "(uniform by default)."
-        },
-    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom modelling code when loading the teacher. Off by default."}
+    )
+    teacher_outputs_key: str = field(
+        default="teacher_probs", metadata={"help": "Input key of precomputed teacher outputs."}
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep dataset columns: the collator needs teacher outputs and labels."}
@@ -80,44 +62,9 @@ class DistillationConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        self.task_weights = parse_task_weights(self.task_weights)
         super().__post_init__()
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}.")
-        if self.teacher_outputs_type not in ("probs", "logits"):
-            raise ValueError(f"teacher_outputs_type must be 'probs' or 'logits', got {self.teacher_outputs_type!r}.")
-        if self.loss not in LOSSES:
-            raise ValueError(f"Unknown loss {self.loss!r}. Registered: {', '.join(LOSSES.names())}.")
-
-
-def parse_task_weights(value: Mapping[str, float] | str | None) -> dict[str, float] | None:
-    """Task weights from a dict or a JSON object string; checks they are numbers >= 0 with one above 0.
-
-    Args:
-        value: ``{"organ": 2, "grade": 1}``, its JSON text, or None (uniform weights).
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            example = '{"organ": 2, "grade": 1}'
-            raise ValueError(f"task_weights must be a JSON object such as '{example}': {e}") from None
-    if not isinstance(value, Mapping):
-        raise ValueError(f"task_weights must map task names to weights, got {type(value).__name__}: {value!r}.")
-    weights = {}
-    for task, weight in value.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(f"task_weights[{task!r}] must be a number >= 0, got {weight!r}.")
-        weights[str(task)] = float(weight)
-    if not any(w > 0 for w in weights.values()):
-        raise ValueError(f"task_weights must give at least one task a weight above 0, got {weights}.")
-    return weights
+        if not isinstance(self.teacher_outputs_key, str) or not self.teacher_outputs_key:
+            raise ValueError(f"teacher_outputs_key must be a non-empty string, got {self.teacher_outputs_key!r}.")
 
 
 def load_teacher(
@@ -159,24 +106,25 @@ def check_label_maps(student: nn.Module, teacher: nn.Module) -> None:
 
 
 class DistillationTrainer(HubMixin, Trainer):
-    """A ``Trainer`` that distils a teacher into the student.
+    """A ``Trainer`` with a frozen teacher and one loss hook (template method).
 
-    The loss is normalised by the number of counted items over the whole gradient-accumulation step and all
-    processes (per task for multitask students), so accumulating ``k`` batches of ``b`` equals one batch of
-    ``k * b``. ``push_to_hub`` / ``create_model_card`` come from :class:`reportkd.hub.HubMixin` (reportkd's card
-    templates, safetensors only, private repositories, local hub directories).
+    Subclasses implement :meth:`compute_loss_terms`, normalising by ``num_items_in_batch`` (the items counted by
+    :meth:`count_items` over the whole gradient-accumulation step and all processes), so accumulating ``k`` batches
+    of ``b`` equals one batch of ``k * b``. :meth:`compute_loss` then multiplies by the number of processes (DDP
+    averages gradients) and tells the ``Trainer`` the loss is already scaled for accumulation. Every named term
+    is logged next to ``loss``, averaged over the logging window and the processes. ``push_to_hub`` /
+    ``create_model_card`` come from :class:`reportkd.hub.HubMixin`.
 
     Args:
         model: The student.
-        teacher_model: Teacher module or path / hub id; ``None`` uses ``args.teacher_model_name_or_path``, then
-            precomputed teacher outputs in the inputs, then the model's own supervised loss.
-        args: A :class:`DistillationConfig`.
+        teacher_model: Teacher module or path / hub id; ``None`` uses ``args.teacher_model_name_or_path`` (may stay
+            None: precomputed teacher outputs in the inputs, or no teacher at all).
+        args: A :class:`DistillationConfig` (a family's subclass).
         **kwargs: Everything ``transformers.Trainer`` accepts.
     """
 
     teacher_auto_class = AutoModel
-    # causal-LM students: score logits at position t against label t + 1 (subclasses that align labels set False)
-    shift_causal_labels = True
+    args_class: type[DistillationConfig] = DistillationConfig
 
     def __init__(
         self,
@@ -185,10 +133,11 @@ class DistillationTrainer(HubMixin, Trainer):
         args: DistillationConfig | None = None,
         **kwargs: Any,
     ):
+        name, config = type(self).__name__, self.args_class.__name__
         if args is None:
-            raise ValueError("DistillationTrainer needs args=DistillationConfig(output_dir=...).")
-        if not isinstance(args, DistillationConfig):
-            raise TypeError(f"args must be a DistillationConfig, got {type(args).__name__}.")
+            raise ValueError(f"{name} needs args={config}(output_dir=...).")
+        if not isinstance(args, self.args_class):
+            raise TypeError(f"{name} needs args={config}(...), got {type(args).__name__}.")
         super().__init__(model=model, args=args, **kwargs)
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         self.teacher = None
@@ -199,23 +148,160 @@ class DistillationTrainer(HubMixin, Trainer):
             check_label_maps(self.model, self.teacher)
             self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
         self.model_accepts_loss_kwargs = True
+        # loss terms and metrics of the current logging window, for training and evaluation
+        self._term_logs: dict[str, dict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
 
     # -- item counting -----------------------------------------------------------------------------------------
-    def _count_items(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
+    def count_items(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """Items of one micro-batch the loss is normalised by (default: labels other than -100; None: no count).
+
+        Families override it when an item is something else (per task, per member, per image-text pair).
+        """
         labels = batch.get("labels")
-        if labels is None:
-            return None
-        if self._is_multitask():
-            present = labels.ne(-100)
-            mask = batch.get("member_mask")
-            if mask is None and batch.get("member_mask_by_row") is not None:
-                mask = batch["member_mask_by_row"].transpose(0, 1)
-            if mask is not None:  # ensembles with member masks: (N, T) labelled reports per member and task
-                return (mask.to(present.device, torch.bool)[:, :, None] & present[None]).sum(1)
-            return present.sum(0)  # (T,): labelled reports per task
-        if self.shift_causal_labels and self._is_causal_lm():
-            labels = labels[..., 1:]  # position t predicts token t + 1
-        return labels.ne(-100).sum()
+        return None if labels is None else labels.ne(-100).sum()
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples = []
+        for _ in range(num_batches):
+            try:
+                batch_samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        counts = [c for c in (self.count_items(b) for b in batch_samples) if c is not None]
+        if not counts:
+            return batch_samples, None
+        num_items = torch.stack([torch.as_tensor(c) for c in counts]).sum(0).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            num_items = self.accelerator.reduce(num_items, reduction="sum")
+        return batch_samples, num_items
+
+    # -- loss ----------------------------------------------------------------------------------------------------
+    def compute_loss_terms(
+        self, model: nn.Module, inputs: Mapping[str, Any], num_items_in_batch: torch.Tensor | None
+    ) -> tuple[LossTerms, Any]:
+        """The family's loss: named terms (the differentiable total under ``"loss"``) and the model outputs.
+
+        The total is this process's share of the step's loss: normalised by ``num_items_in_batch`` when given (else
+        by this micro-batch's own items), not multiplied by the number of processes (done once by
+        :meth:`compute_loss`). Other terms are logged only (pass them detached).
+
+        Args:
+            model: The (wrapped) student.
+            inputs: The prepared micro-batch.
+            num_items_in_batch: Output of :meth:`count_items` summed over the accumulation step and processes.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no loss: use LogitDistillationTrainer (single-head logit KD), a family's "
+            "trainer (MtCNNDistillationTrainer, SKDTrainer, CLIPDistillationTrainer…) or implement compute_loss_terms."
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        terms, outputs = self.compute_loss_terms(model, inputs, num_items_in_batch)
+        if "loss" not in terms:
+            raise KeyError(f"{type(self).__name__}.compute_loss_terms must return the total under 'loss'.")
+        loss = terms["loss"]
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        store = self._term_logs["train" if model.training else "eval"]
+        for name, value in terms.items():
+            if name != "loss" and value is not None:
+                store[name].append(torch.as_tensor(value).detach().float().mean())
+        return (loss, outputs) if return_outputs else loss
+
+    def log_metric(self, name: str, value: float | torch.Tensor) -> None:
+        """Adds a value to the current logging window (averaged like the loss terms), e.g. a masking ratio."""
+        self._term_logs["train" if self.model.training else "eval"][name].append(torch.as_tensor(value).float())
+
+    def _window_means(self, store: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        names = sorted(store)
+        means = torch.stack([torch.stack([v.to(self.args.device) for v in store[n]]).mean() for n in names])
+        if self.accelerator.num_processes > 1:
+            means = self.accelerator.reduce(means, reduction="mean")
+        store.clear()
+        return {n: round(float(m), 6) for n, m in zip(names, means.tolist())}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._term_logs["train"]:
+            logs.update(self._window_means(self._term_logs["train"]))
+        if any(k.startswith("eval_") for k in logs) and self._term_logs["eval"]:
+            logs.update({f"eval_{k}": v for k, v in self._window_means(self._term_logs["eval"]).items()})
+        super().log(logs, start_time)
+
+
+# -- single-head logit distillation ---------------------------------------------------------------------------------
+# Loss name -> (function, its extra keyword arguments from (config, teacher type)). Every function is called as
+# ``fn(student_logits, teacher, labels, *, temperature, num_items_in_batch, **extra)``; a function without a
+# ``teacher_type`` argument gets teacher logits (precomputed probabilities are passed as log-probabilities).
+LOGIT_LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[[Any, str], dict[str, Any]]]] = {
+    "soft_target_kd": (
+        soft_target_kd_loss,
+        lambda args, teacher_type: {"alpha": args.alpha, "teacher_type": teacher_type},
+    ),
+    "generalized_jsd": (generalized_jsd_loss, lambda args, _: {"beta": args.beta}),
+    "forward_kl": (generalized_jsd_loss, lambda args, _: {"beta": 0.0}),
+    "reverse_kl": (generalized_jsd_loss, lambda args, _: {"beta": 1.0}),
+}
+
+
+@dataclass
+class LogitDistillationConfig(DistillationConfig):
+    """Arguments of :class:`LogitDistillationTrainer`: single-head logit distillation (classifiers, causal LMs).
+
+    Args:
+        loss: One of :data:`LOGIT_LOSSES`: ``soft_target_kd`` (Hinton, mixed with hard labels by ``alpha``),
+            ``generalized_jsd`` (GKD, ``beta``), ``forward_kl``, ``reverse_kl``.
+        alpha: ``soft_target_kd``: weight of the distillation term; ``1 - alpha`` weights the hard-label loss.
+        temperature: Softening temperature of teacher and student distributions.
+        beta: ``generalized_jsd``: interpolation between forward (0) and reverse (1) KL.
+        teacher_outputs_type: Whether precomputed teacher outputs are ``"probs"`` or ``"logits"``.
+    """
+
+    loss: str = field(
+        default="soft_target_kd", metadata={"help": "Logit distillation loss: " + ", ".join(LOGIT_LOSSES) + "."}
+    )
+    alpha: float = field(
+        default=1.0, metadata={"help": "soft_target_kd: weight of the distillation term in [0, 1] (1 - alpha: CE)."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Softening temperature (> 0)."})
+    beta: float = field(default=0.5, metadata={"help": "generalized_jsd: interpolation in [0, 1]."})
+    teacher_outputs_type: str = field(
+        default="probs", metadata={"help": "'probs' or 'logits': what the precomputed teacher outputs hold."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss not in LOGIT_LOSSES:
+            raise ValueError(
+                f"loss {self.loss!r} cannot be called on single-head logits; use one of {', '.join(LOGIT_LOSSES)} "
+                "(other losses belong to their family's trainer)."
+            )
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}.")
+        if self.teacher_outputs_type not in ("probs", "logits"):
+            raise ValueError(f"teacher_outputs_type must be 'probs' or 'logits', got {self.teacher_outputs_type!r}.")
+
+
+class LogitDistillationTrainer(DistillationTrainer):
+    """Distils a teacher's logits (or precomputed outputs) into a single-head student with a loss of
+    :data:`LOGIT_LOSSES`. Causal LMs are scored at position ``t`` against token ``t + 1``. Without teacher and
+    teacher outputs it trains on hard labels (``soft_target_kd`` with ``alpha=0``).
+
+    Args:
+        model: The student.
+        teacher_model: Teacher module or path / hub id (see :class:`DistillationTrainer`).
+        args: A :class:`LogitDistillationConfig`.
+        **kwargs: Everything ``transformers.Trainer`` accepts.
+    """
+
+    args_class = LogitDistillationConfig
 
     def _is_causal_lm(self) -> bool:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -225,81 +311,56 @@ class DistillationTrainer(HubMixin, Trainer):
             model = model.get_base_model()
         return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
 
-    def _is_multitask(self) -> bool:
-        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
-        return getattr(config, "task_labels", None) is not None
+    def count_items(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        labels = batch.get("labels")
+        if labels is None:
+            return None
+        if self._is_causal_lm():
+            labels = labels[..., 1:]  # position t predicts token t + 1
+        return labels.ne(-100).sum()
 
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        batch_samples = []
-        for _ in range(num_batches):
-            try:
-                batch_samples.append(next(epoch_iterator))
-            except StopIteration:
-                break
-        counts = [c for c in (self._count_items(b) for b in batch_samples) if c is not None]
-        if not counts:
-            return batch_samples, None
-        num_items = torch.stack(counts).sum(0).to(device)
-        if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            num_items = self.accelerator.reduce(num_items, reduction="sum")
-        return batch_samples, num_items
-
-    # -- loss ----------------------------------------------------------------------------------------------------
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss_terms(self, model, inputs, num_items_in_batch):
+        args = self.args
         inputs = dict(inputs)
-        key = self.args.teacher_outputs_key
-        teacher_outputs = inputs.pop(key, None)
-        if self.teacher is None and teacher_outputs is None:
-            if getattr(self.accelerator.unwrap_model(model), "loss_takes_item_counts", False) and torch.is_tensor(
-                num_items_in_batch
-            ):
-                # The model normalises by the counts of the whole accumulation step (e.g. MtCNN ensembles).
-                self.loss_is_scaled_for_ga = True
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch=num_items_in_batch)
-            # Supervised: the model's own loss, a per-batch mean that the Trainer scales for accumulation.
-            self.loss_is_scaled_for_ga = False
-            return super().compute_loss(model, inputs, return_outputs=return_outputs)
+        teacher = inputs.pop(args.teacher_outputs_key, None)
         labels = inputs.pop("labels", None)
         outputs = model(**inputs)
         student = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
-        teacher_type = self.args.teacher_outputs_type
-        if teacher_outputs is None and self.args.alpha > 0:
+        teacher_type = args.teacher_outputs_type
+        hard_only = teacher is None and self.teacher is None
+        if teacher is None and not hard_only and (args.loss != "soft_target_kd" or args.alpha > 0):
             with torch.no_grad():
                 t_out = self.teacher(**inputs)
-            teacher_outputs = t_out["logits"] if isinstance(t_out, Mapping) else t_out[0]
-            teacher_type = "logits"
-        if (
-            self.shift_causal_labels
-            and not isinstance(student, Mapping)
-            and labels is not None
-            and self._is_causal_lm()
-        ):
-            # causal LMs: logits at position t are scored against token t + 1 (teacher outputs likewise)
+            teacher, teacher_type = (t_out["logits"] if isinstance(t_out, Mapping) else t_out[0]), "logits"
+        if labels is not None and self._is_causal_lm():
             student, labels = student[:, :-1], labels[:, 1:]
-            teacher_outputs = teacher_outputs[:, :-1] if teacher_outputs is not None else None
-        loss = self._distillation_loss(student, teacher_outputs, labels, teacher_type, num_items_in_batch)
-        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-            loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        return (loss, outputs) if return_outputs else loss
-
-    def _distillation_loss(self, student, teacher, labels, teacher_type, num_items_in_batch) -> torch.Tensor:
-        args = self.args
-        if isinstance(student, Mapping):
-            return multitask_kd_loss(
-                student,
-                teacher,
-                labels,
-                temperature=args.temperature,
-                alpha=args.alpha,
-                teacher_type=teacher_type,
-                task_weights=args.task_weights,
-                num_items_in_batch=num_items_in_batch,
+            teacher = teacher[:, :-1] if teacher is not None else None
+        if hard_only or teacher is None:  # hard labels only (no teacher, or soft_target_kd with alpha 0)
+            if labels is None:
+                raise ValueError(
+                    "Without a teacher or teacher outputs the student trains on hard labels: pass labels."
+                )
+            loss = soft_target_kd_loss(
+                student, student.detach(), labels, alpha=0.0, num_items_in_batch=num_items_in_batch
             )
-        loss_fn = LOSSES.get(args.loss)
-        kwargs: dict[str, Any] = {"temperature": args.temperature, "num_items_in_batch": num_items_in_batch}
-        if args.loss == "soft_target_kd":
-            kwargs.update(alpha=args.alpha, teacher_type=teacher_type)
-        elif args.loss == "generalized_jsd":
-            kwargs["beta"] = args.beta
-        return loss_fn(student, teacher, labels, **kwargs)
+            return {"loss": loss}, outputs
+        loss_fn, extra = LOGIT_LOSSES[args.loss]
+        kwargs = extra(args, teacher_type)
+        if teacher_type == "probs" and "teacher_type" not in kwargs:
+            teacher = teacher_log_probs(teacher, teacher_type="probs")  # log-probabilities are valid logits
+        loss = loss_fn(
+            student, teacher, labels, temperature=args.temperature, num_items_in_batch=num_items_in_batch, **kwargs
+        )
+        return {"loss": loss}, outputs
+
+
+__all__ = [
+    "LOGIT_LOSSES",
+    "DistillationConfig",
+    "DistillationTrainer",
+    "LogitDistillationConfig",
+    "LogitDistillationTrainer",
+    "LossTerms",
+    "check_label_maps",
+    "load_teacher",
+]

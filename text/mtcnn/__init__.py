@@ -10,6 +10,7 @@ from .dac import DACConfig, DACTrainer, dac_alphas, dac_decisions
 from .ensemble import MtCNNEnsembleForReportClassification, MtCNNEnsembleOutput
 from .modeling_mtcnn import MtCNNForReportClassification, MtCNNOutput
 from .tokenization import train_word_tokenizer
+from .trainer import MtCNNDistillationConfig, MtCNNDistillationTrainer, MultitaskTrainingConfig, parse_task_weights
 
 AutoConfig.register("mtcnn", MtCNNConfig, exist_ok=True)
 AutoConfig.register("mtcnn_ensemble", MtCNNEnsembleConfig, exist_ok=True)
@@ -22,10 +23,14 @@ __all__ = [
     "dac_alphas",
     "dac_decisions",
     "MtCNNConfig",
+    "MtCNNDistillationConfig",
+    "MtCNNDistillationTrainer",
     "MtCNNEnsembleConfig",
     "MtCNNEnsembleForReportClassification",
     "MtCNNEnsembleOutput",
     "MtCNNForReportClassification",
     "MtCNNOutput",
+    "MultitaskTrainingConfig",
+    "parse_task_weights",
     "train_word_tokenizer",
 ]

@@ -23,14 +23,15 @@ import numpy as np
 from transformers import TrainerCallback
 
 from reportkd.losses import multitask_dac_loss
-from reportkd.trainer import DistillationConfig, DistillationTrainer
+
+from .trainer import MultitaskTrainer, MultitaskTrainingConfig
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DACConfig(DistillationConfig):
-    """Training arguments of :class:`DACTrainer`.
+class DACConfig(MultitaskTrainingConfig):
+    """Training arguments of :class:`DACTrainer` (``task_weights`` from :class:`MultitaskTrainingConfig`).
 
     Args:
         dac_target_accuracy: Accuracy on non-abstained validation reports that the penalties are tuned toward;
@@ -91,15 +92,17 @@ def update_alpha(alpha: float, accuracy: float | None, target: float, *, gain: f
     return alpha * float(np.clip(1.0 + gain * error, 1.0 / scale, scale))
 
 
-class DACTrainer(DistillationTrainer):
+class DACTrainer(MultitaskTrainer):
     """Trains a DAC MtCNN (``abstain_class=True``) and tunes its abstention penalties on ``eval_dataset``.
 
     Args:
         model: An ``MtCNNForReportClassification`` with ``config.abstain_class``.
         args: A :class:`DACConfig`.
-        **kwargs: Everything :class:`DistillationTrainer` accepts; ``eval_dataset`` (a validation split, not the
-            calibration split) is required when a target accuracy is set.
+        **kwargs: Everything :class:`~reportkd.trainer.DistillationTrainer` accepts; ``eval_dataset`` (a validation
+            split, not the calibration split) is required when a target accuracy is set.
     """
+
+    args_class = DACConfig
 
     def __init__(self, model=None, args: DACConfig | None = None, **kwargs: Any) -> None:
         if not isinstance(args, DACConfig):
@@ -119,7 +122,7 @@ class DACTrainer(DistillationTrainer):
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(_DACTuneCallback(self))
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss_terms(self, model, inputs, num_items_in_batch):
         inputs = dict(inputs)
         inputs.pop(self.args.teacher_outputs_key, None)
         labels = inputs.pop("labels")
@@ -132,10 +135,7 @@ class DACTrainer(DistillationTrainer):
             task_weights=self.args.task_weights,
             num_items_in_batch=num_items_in_batch,
         )
-        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-            loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        return (loss, outputs) if return_outputs else loss
+        return {"loss": loss}, outputs
 
     def validation_abstention(self) -> dict[str, dict[str, float | None]]:
         """Per task on ``eval_dataset``: accuracy on non-abstained reports and coverage (non-abstained fraction)."""

@@ -144,10 +144,9 @@ class MtCNNEnsembleForReportClassification(MtCNNPreTrainedModel):
     """
 
     config_class = MtCNNEnsembleConfig
-    # With `DistillationTrainer`, the loss divides by `num_items_in_batch` ((N, T) per-member counts of the whole
-    # accumulation step and all processes): exact with member masks (out-of-fold / bagging) too. A plain `Trainer`
-    # keeps the per-batch mean (`accepts_loss_kwargs` stays False, so it divides by the accumulation steps).
-    loss_takes_item_counts = True
+    # `MtCNNDistillationTrainer` computes the loss itself (the same function, normalised by the (N, T) per-member
+    # counts of the whole accumulation step and all processes). A plain `Trainer` uses `forward`'s per-batch mean
+    # (`accepts_loss_kwargs` stays False, so it divides by the accumulation steps).
 
     def __init__(self, config: MtCNNConfig) -> None:
         if not isinstance(config, MtCNNEnsembleConfig):
@@ -204,8 +203,9 @@ class MtCNNEnsembleForReportClassification(MtCNNPreTrainedModel):
                 out-of-fold training). Rows are still computed for every member, they just carry no loss.
             member_mask_by_row: The same mask as (B, N), the layout a data collator builds from a per-example
                 column; give one of the two.
-            **kwargs: `num_items_in_batch` from `Trainer`: (N, T) labelled rows per member and task over the
-                accumulation step and processes (see `DistillationTrainer`); others are ignored.
+            **kwargs: `num_items_in_batch`: (N, T) labelled rows per member and task over the accumulation step and
+                processes (custom training loops; `MtCNNDistillationTrainer` computes its loss itself); others
+                are ignored.
         """
         num_items = kwargs.get("num_items_in_batch")
         if not (torch.is_tensor(num_items) and num_items.dim() >= 1):

@@ -17,6 +17,8 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from reportkd.losses import multitask_kd_loss
+
 from .configuration_mtcnn import MtCNNConfig
 
 # Unfolded-input bytes per chunk of members on CPU: measured on 2 cores, one member at a time wins from ~0.6 MB
@@ -275,7 +277,9 @@ def multitask_loss(
     member_mask: torch.Tensor | None = None,
     num_items: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-member multitask loss: mean over tasks of each task's mean cross-entropy over present labels.
+    """Per-member hard-label multitask loss: :func:`reportkd.losses.multitask_kd_loss` with ``alpha=0``.
+
+    Mean over tasks of each task's cross-entropy over its present labels (the trainers call the same function).
 
     Args:
         logits: Task -> (N, B, C_t) logits.
@@ -289,36 +293,11 @@ def multitask_loss(
     Returns:
         (N,) losses; a task without present labels (for that member) contributes 0.
     """
-    first = logits[task_names[0]]
-    n_members, batch = first.shape[:2]
-    if labels.dim() != 2 or labels.shape != (batch, len(task_names)):
-        raise ValueError(
-            f"labels must be (batch, num_tasks) = ({batch}, {len(task_names)}) in task order {task_names}, "
-            f"got shape {tuple(labels.shape)}; use -100 for a missing label."
-        )
-    if member_mask is not None and member_mask.shape != (n_members, batch):
-        raise ValueError(
-            f"member_mask must be (num_members, batch) = ({n_members}, {batch}), got {tuple(member_mask.shape)}."
-        )
-    labels = labels.to(first.device)
-    total = first.new_zeros(n_members, dtype=torch.float32)
-    for t, task in enumerate(task_names):
-        target = labels[:, t]
-        present = (target != -100).expand(n_members, batch)
-        if member_mask is not None:
-            present = present & member_mask.to(device=first.device, dtype=torch.bool)
-        task_logits = logits[task].float()
-        ce = F.cross_entropy(
-            task_logits.reshape(n_members * batch, -1), target.repeat(n_members), ignore_index=-100, reduction="none"
-        ).view(n_members, batch)
-        ce = ce * present
-        if num_items is None:
-            denom = present.sum(1)
-        else:
-            denom = num_items.to(first.device)
-            denom = denom[:, t] if denom.dim() == 2 else denom[t].expand(n_members)
-        total = total + ce.sum(1) / denom.clamp(min=1)
-    return total / len(task_names)
+    ordered = {task: logits[task] for task in task_names}
+    return multitask_kd_loss(
+        ordered, None, labels.to(ordered[task_names[0]].device), alpha=0.0, member_mask=member_mask,
+        num_items_in_batch=num_items, sum_members=False,
+    )  # fmt: skip
 
 
 class MtCNNPreTrainedModel(PreTrainedModel):

@@ -35,8 +35,6 @@ class SKDConfig(DistillationConfig):
     the step starts (the weights do not change before its optimizer update), so this count is known before the
     first backward pass and accumulating ``k`` micro-batches equals one batch ``k`` times larger.
 
-    ``alpha`` and ``teacher_outputs_*`` of the parent config are not used (the mode decides the loss).
-
     Args:
         mode: One of ``sft``, ``supervised_kd``, ``on_policy``, ``seq_kd``, ``skd``, ``mixed``.
         lmbda: Probability that a micro-batch uses sampled completions in ``on_policy`` and ``mixed`` modes.
@@ -57,6 +55,9 @@ class SKDConfig(DistillationConfig):
             halve its memory).
         disable_dropout: Turn off dropout in student and teacher (sampled and scored with the same network).
         num_completions_to_log: Sampled completions written to ``<output_dir>/completions.jsonl`` at each log.
+        loss: Token-level loss: ``forward_kl`` (default), ``reverse_kl`` or ``generalized_jsd``.
+        temperature: Temperature of teacher and student distributions in the loss (not the sampling temperatures).
+        beta: ``generalized_jsd``: interpolation between forward (0) and reverse (1) KL.
     """
 
     mode: str = field(default="skd", metadata={"help": "Data the student learns from: " + ", ".join(MODES) + "."})
@@ -91,6 +92,8 @@ class SKDConfig(DistillationConfig):
         default=2, metadata={"help": "Sampled completions written to completions.jsonl at each log."}
     )
     loss: str = field(default="forward_kl", metadata={"help": "Token-level loss: " + ", ".join(SEQUENCE_LOSSES) + "."})
+    temperature: float = field(default=1.0, metadata={"help": "Loss temperature of both distributions (> 0)."})
+    beta: float = field(default=0.5, metadata={"help": "generalized_jsd: interpolation in [0, 1]."})
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial learning rate (SKD paper: 1e-5)."})
 
     def __post_init__(self):
@@ -110,6 +113,10 @@ class SKDConfig(DistillationConfig):
             raise ValueError(
                 f"loss must be one of {', '.join(SEQUENCE_LOSSES)} for language models; got {self.loss!r}."
             )
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}.")
         if not 0.0 <= self.lmbda <= 1.0:
             raise ValueError(f"lmbda must be in [0, 1], got {self.lmbda}.")
         if self.top_k < 1:

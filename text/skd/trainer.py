@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from reportkd.losses import LOSSES
-from reportkd.trainer import DistillationTrainer, load_teacher
+from reportkd.trainer import LOGIT_LOSSES, DistillationTrainer, load_teacher
 
 from .config import SKDConfig
 from .data import IGNORE_INDEX, PromptCompletionCollator, position_ids
@@ -119,8 +118,7 @@ class SKDTrainer(DistillationTrainer):
         **kwargs: Further ``transformers.Trainer`` arguments (``train_dataset``, ``eval_dataset``, callbacks…).
     """
 
-    shift_causal_labels = False  # completion labels are aligned with the sliced logits in compute_loss
-
+    args_class = SKDConfig
     teacher_auto_class = AutoModelForCausalLM
 
     def __init__(
@@ -134,7 +132,7 @@ class SKDTrainer(DistillationTrainer):
         **kwargs: Any,
     ):
         if not isinstance(args, SKDConfig):
-            raise TypeError(f"args must be an SKDConfig, got {type(args).__name__}.")
+            raise TypeError(f"SKDTrainer needs args=SKDConfig(...), got {type(args).__name__}.")
         if isinstance(model, str):
             if processing_class is None:
                 processing_class = AutoTokenizer.from_pretrained(model)
@@ -309,7 +307,7 @@ class SKDTrainer(DistillationTrainer):
         logits = out["logits"] if isinstance(out, Mapping) else out[0]
         return logits[:, -(width + 1) : -1, : self.vocab_size]
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss_terms(self, model, inputs, num_items_in_batch):
         _check_batch(inputs)
         inputs = dict(inputs)
         width = inputs["input_ids"].shape[1] - inputs["prompt_input_ids"].shape[1]
@@ -326,14 +324,12 @@ class SKDTrainer(DistillationTrainer):
             if teacher is None:
                 with torch.no_grad():
                     teacher = self._completion_logits(self.teacher, inputs, width)
-            kwargs: dict[str, Any] = {"temperature": self.args.temperature, "num_items_in_batch": num_items_in_batch}
-            if self.args.loss == "generalized_jsd":
-                kwargs["beta"] = self.args.beta
-            loss = LOSSES.get(self.args.loss)(student, teacher.to(student.dtype), labels, **kwargs)
-        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-            loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        return (loss, {"logits": student}) if return_outputs else loss
+            loss_fn, extra = LOGIT_LOSSES[self.args.loss]
+            loss = loss_fn(
+                student, teacher.to(student.dtype), labels, temperature=self.args.temperature,
+                num_items_in_batch=num_items_in_batch, **extra(self.args, "logits"),
+            )  # fmt: skip
+        return {"loss": loss}, {"logits": student}
 
     # -- logging ---------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -23,7 +23,6 @@ With one micro-batch per step both are the plain large-batch loss.
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +54,10 @@ _EMBED_KEYS = ("image_features", "text_features", "image_embeds_proj", "text_emb
 class CLIPDistillationConfig(DistillationConfig):
     """Arguments of :class:`CLIPDistillationTrainer` on top of :class:`~reportkd.trainer.DistillationConfig`.
 
-    ``temperature`` softens logit and relation distillation; ``alpha`` and ``loss`` of the parent are not used
-    (each term has its own weight). Set every teacher weight to 0 (and no layer matches) to train a student alone.
+    Each loss term has its own weight. Set every teacher weight to 0 (and no layer matches) to train a student alone.
 
     Args:
+        temperature: Softening temperature of logit and relation distillation.
         contrastive_weight: Weight of the CLIP contrastive loss on the student's own pairs.
         logit_kd_weight: Weight of logit distillation / affinity mimicking (``clip_logit_kd``).
         logit_kd_kind: ``"kl"`` (0 at a perfect match) or ``"soft_ce"`` (open_clip ``DistillClipLoss``).
@@ -74,7 +73,7 @@ class CLIPDistillationConfig(DistillationConfig):
         mask_mode: ``"high"`` hides the most attended patches, ``"low"`` the least attended.
     """
 
-    loss: str = field(default="clip_logit_kd", metadata={"help": "Not used by CLIP distillation (see the weights)."})
+    temperature: float = field(default=1.0, metadata={"help": "Temperature of logit and relation KD (> 0)."})
     contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the CLIP contrastive loss (>= 0)."})
     logit_kd_weight: float = field(default=1.0, metadata={"help": "Weight of logit distillation (>= 0)."})
     logit_kd_kind: str = field(default="kl", metadata={"help": "'kl' or 'soft_ce' (open_clip DistillClipLoss)."})
@@ -94,6 +93,8 @@ class CLIPDistillationConfig(DistillationConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         for name in ("contrastive_weight", "logit_kd_weight", "fd_weight", "icl_weight", "relation_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -152,6 +153,8 @@ class CLIPDistillationTrainer(DistillationTrainer):
         **kwargs: Everything ``transformers.Trainer`` accepts (``train_dataset``, ``data_collator``…).
     """
 
+    args_class = CLIPDistillationConfig
+
     def __init__(
         self,
         model: nn.Module,
@@ -160,7 +163,9 @@ class CLIPDistillationTrainer(DistillationTrainer):
         **kwargs: Any,
     ):
         if not isinstance(args, CLIPDistillationConfig):
-            raise TypeError(f"args must be a CLIPDistillationConfig, got {type(args).__name__}.")
+            raise TypeError(
+                f"CLIPDistillationTrainer needs args=CLIPDistillationConfig(...), got {type(args).__name__}."
+            )
         teacher = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         if not args.uses_teacher():
             teacher = None
@@ -181,7 +186,6 @@ class CLIPDistillationTrainer(DistillationTrainer):
                 embed_projection=teacher is not None and bool(args.fd_weight or args.icl_weight),
             )  # fmt: skip
         super().__init__(model=model, teacher_model=teacher, args=args, **kwargs)
-        self.loss_is_scaled_for_ga = True
         self.mask_layer = None
         if args.mask_ratio_start or args.mask_ratio_end:
             self.mask_layer = args.mask_layer or self._default_mask_layer()
@@ -192,7 +196,6 @@ class CLIPDistillationTrainer(DistillationTrainer):
         if self._teacher_capture is not None:
             self._teacher_capture.enabled = False  # records only inside _teacher_outputs
         self._grad_cache: dict[str, Any] | None = None
-        self._metrics: dict[str, list[float]] = defaultdict(list)
         self._teacher_inputs_differ = (False, False)
         if self.teacher is not None:
             s, t = self.accelerator.unwrap_model(self.model).student, self.accelerator.unwrap_model(self.teacher)
@@ -209,7 +212,7 @@ class CLIPDistillationTrainer(DistillationTrainer):
         return f"visual.transformer.resblocks.{len(blocks) - 1}.attn"
 
     # -- inputs: device, teacher forward, masking ---------------------------------------------------------------
-    def _count_items(self, batch: dict[str, Any]) -> torch.Tensor:
+    def count_items(self, batch: dict[str, Any]) -> torch.Tensor:
         return torch.tensor(batch["pixel_values"].shape[0])
 
     @torch.no_grad()
@@ -247,7 +250,7 @@ class CLIPDistillationTrainer(DistillationTrainer):
                     attn = inputs["_teacher"]["layers"][f"attention:{self.mask_layer}"]
                     mask = attention_guided_patch_mask(attn, ratio, grid, mode=self.args.mask_mode)
                     inputs["pixel_values"] = apply_patch_mask(inputs["pixel_values"], mask)
-                self._metrics["mask_ratio"].append(ratio)
+                self.log_metric("mask_ratio", ratio)
         inputs["_clip_prepared"] = True
         return inputs
 
@@ -348,7 +351,7 @@ class CLIPDistillationTrainer(DistillationTrainer):
         return prepared
 
     # -- loss -----------------------------------------------------------------------------------------------------
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss_terms(self, model, inputs, num_items_in_batch):
         inputs = dict(inputs)
         teacher = inputs.pop("_teacher", None)
         index = inputs.pop("_clip_index", None)
@@ -357,41 +360,35 @@ class CLIPDistillationTrainer(DistillationTrainer):
             cache["rng"][index].restore()
         out = model(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"])
         n = out["image_features"].shape[0]
-        world = self.accelerator.num_processes
-        global_count = num_items_in_batch is not None and self.args.average_tokens_across_devices and world > 1
         denom = num_items_in_batch if num_items_in_batch is not None else n
         loss = out["image_features"].new_zeros((), dtype=torch.float32)
+        terms: dict[str, torch.Tensor] = {}
 
         for name, total in self._item_sums(out, teacher).items():
-            loss = loss + self._item_weight(name) * total / denom * (world if global_count else 1)
-            self._metrics[f"loss_{name}"].append(total.item() / n)
+            loss = loss + self._item_weight(name) * total / denom
+            terms[f"loss_{name}"] = total.detach() / n
 
         weights = self.args.term_weights()
         if cache is not None:
             g = cache["grads"][index]
             surrogate = sum((out[key].float() * g[key]).sum() for key in _EMBED_KEYS)
             surrogate = surrogate + (out["logit_scale"].float() * cache["scale_grad"]).sum()
-            loss = loss + surrogate + (cache["share"] - surrogate).detach()
+            # the cached step loss is this process's own: undo the process factor compute_loss applies
+            scaled = num_items_in_batch is not None and self.args.average_tokens_across_devices
+            loss = loss + (surrogate + (cache["share"] - surrogate).detach()) / (
+                self.accelerator.num_processes if scaled else 1
+            )
             if index == 0:
-                for name, value in cache["terms"].items():
-                    self._metrics[f"loss_{name}"].append(value.item())
+                terms.update({f"loss_{name}": value for name, value in cache["terms"].items()})
         else:
-            local_step = denom / world if global_count else denom
-            share = n / local_step if num_items_in_batch is not None else 1.0
+            share = n / denom if num_items_in_batch is not None else 1.0
             for name, value in self._batch_terms(out, teacher).items():
                 loss = loss + share * weights[name] * value
-                self._metrics[f"loss_{name}"].append(value.item())
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        if return_outputs:
-            return loss, {"image_features": out["image_features"], "text_features": out["text_features"]}
-        return loss
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._metrics:
-            for key, values in self._metrics.items():
-                logs[key] = round(sum(values) / len(values), 6)
-            self._metrics.clear()
-        super().log(logs, start_time)
+                terms[f"loss_{name}"] = value.detach()
+        return {"loss": loss, **terms}, {
+            "image_features": out["image_features"],
+            "text_features": out["text_features"],
+        }
 
     # -- export -----------------------------------------------------------------------------------------------------
     def save_student(self, save_dir: str, *, model_cfg: dict[str, Any], tokenizer: Any = None,

@@ -21,7 +21,6 @@ the step's slides. Under data parallelism the contrastive loss gathers every pro
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,30 +41,17 @@ SIMILARITY_KINDS = ("slide_slide", "slide_report", "both")
 
 
 class _SlideTrainerMixin:
-    """Item counting, loss bookkeeping and logging shared by the slide trainers."""
+    """Item counting (slides) and loss normalisation shared by the slide trainers."""
 
-    def _count_items(self, batch: dict[str, Any]) -> torch.Tensor:
+    def count_items(self, batch: dict[str, Any]) -> torch.Tensor:
         return torch.tensor(batch["features"].shape[0])
 
-    def _scales(self, n: int, num_items_in_batch: Any) -> tuple[Any, float, float]:
-        """(denominator of per-slide sums, their process factor, share of batch-level terms)."""
-        world = self.accelerator.num_processes
-        global_count = num_items_in_batch is not None and self.args.average_tokens_across_devices and world > 1
-        denom = num_items_in_batch if num_items_in_batch is not None else n
-        local_step = denom / world if global_count else denom
-        share = n / local_step if num_items_in_batch is not None else 1.0
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        return denom, (world if global_count else 1), share
-
-    def _record(self, name: str, value: torch.Tensor) -> None:
-        self._metrics[f"loss_{name}"].append(float(value.detach()))
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._metrics:
-            for key, values in self._metrics.items():
-                logs[key] = round(sum(values) / len(values), 6)
-            self._metrics.clear()
-        super().log(logs, start_time)
+    @staticmethod
+    def _scales(n: int, num_items_in_batch: Any) -> tuple[Any, Any]:
+        """(denominator of per-slide sums, share of batch-level terms) of a micro-batch of ``n`` slides."""
+        if num_items_in_batch is None:
+            return n, 1.0
+        return num_items_in_batch, n / num_items_in_batch
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,14 +59,13 @@ class _SlideTrainerMixin:
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class SlideAlignmentConfig(DistillationConfig):
-    """Arguments of :class:`SlideAlignmentTrainer` (``alpha``, ``loss``, ``temperature`` of the parent are unused).
+    """Arguments of :class:`SlideAlignmentTrainer` (no teacher: CLIP's InfoNCE over slide-report pairs).
 
     Args:
         freeze_text_encoder: Keep the text encoder fixed (train the slide encoder and both projections).
         freeze_slide_encoder: Keep the slide encoder fixed (train the text side and projections).
     """
 
-    loss: str = field(default="clip_contrastive", metadata={"help": "Not used: alignment uses CLIP's InfoNCE."})
     freeze_text_encoder: bool = field(default=False, metadata={"help": "Keep the text encoder's weights fixed."})
     freeze_slide_encoder: bool = field(default=False, metadata={"help": "Keep the slide encoder's weights fixed."})
 
@@ -102,18 +87,18 @@ class SlideAlignmentTrainer(_SlideTrainerMixin, DistillationTrainer):
     """
 
     card_method = "slide_alignment"  # reportkd.hub method key of distillation.json / the model card
+    args_class = SlideAlignmentConfig
 
     def __init__(self, model: SlideReportModel, args: SlideAlignmentConfig | None = None, **kwargs: Any):
         if not isinstance(args, SlideAlignmentConfig):
-            raise TypeError(f"args must be a SlideAlignmentConfig, got {type(args).__name__}.")
+            raise TypeError(f"SlideAlignmentTrainer needs args=SlideAlignmentConfig(...), got {type(args).__name__}.")
         if not isinstance(model, SlideReportModel):
             raise TypeError(f"model must be a SlideReportModel, got {type(model).__name__}.")
         model.text_encoder.requires_grad_(not args.freeze_text_encoder)
         model.slide_encoder.requires_grad_(not args.freeze_slide_encoder)
         super().__init__(model=model, teacher_model=None, args=args, **kwargs)
-        self._metrics: dict[str, list[float]] = defaultdict(list)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss_terms(self, model, inputs, num_items_in_batch):
         if "input_ids" not in inputs:
             raise ValueError("Alignment batches need reports: build the collator with tokenize=model.tokenize.")
         out = model(
@@ -123,11 +108,9 @@ class SlideAlignmentTrainer(_SlideTrainerMixin, DistillationTrainer):
             input_ids=inputs["input_ids"],
             attention_mask=inputs.get("attention_mask"),
         )
-        _, _, share = self._scales(out["slide_features"].shape[0], num_items_in_batch)
+        _, share = self._scales(out["slide_features"].shape[0], num_items_in_batch)
         contrastive = clip_contrastive_loss(out["slide_features"], out["text_features"], out["logit_scale"])
-        self._record("contrastive", contrastive)
-        loss = share * contrastive
-        return (loss, out) if return_outputs else loss
+        return {"loss": share * contrastive, "loss_contrastive": contrastive.detach()}, out
 
     def save_aligned(self, save_dir: str | Path, *, model_card: str | None = None) -> str | None:
         """Saves the slide-report model (main process only); see ``SlideReportModel.save_pretrained``."""
@@ -142,11 +125,10 @@ class SlideAlignmentTrainer(_SlideTrainerMixin, DistillationTrainer):
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class SlideDistillationConfig(DistillationConfig):
-    """Arguments of :class:`SlideDistillationTrainer` (``alpha`` / ``loss`` of the parent are unused).
-
-    ``temperature`` is the softmax temperature of similarity KD on cosine similarities.
+    """Arguments of :class:`SlideDistillationTrainer`.
 
     Args:
+        temperature: Softmax temperature of similarity KD on cosine similarities.
         feature_weight: Weight of slide-embedding feature KD.
         feature_kind: ``"cosine"`` (1 - cos) or ``"mse"``.
         similarity_weight: Weight of similarity KD.
@@ -156,7 +138,6 @@ class SlideDistillationConfig(DistillationConfig):
         token_kind: ``"cosine"`` or ``"mse"``.
     """
 
-    loss: str = field(default="feature", metadata={"help": "Not used: see the *_weight fields."})
     temperature: float = field(default=0.1, metadata={"help": "Similarity-KD temperature on cosines (> 0)."})
     feature_weight: float = field(default=1.0, metadata={"help": "Weight of slide-embedding feature KD (>= 0)."})
     feature_kind: str = field(default="cosine", metadata={"help": "'cosine' or 'mse'."})
@@ -169,6 +150,8 @@ class SlideDistillationConfig(DistillationConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         for name in ("feature_weight", "similarity_weight", "token_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -248,6 +231,7 @@ class SlideDistillationTrainer(_SlideTrainerMixin, DistillationTrainer):
     """
 
     card_method = "slide_distillation"  # recipes record "xmag" for cross-magnification runs
+    args_class = SlideDistillationConfig
 
     def __init__(
         self,
@@ -257,7 +241,9 @@ class SlideDistillationTrainer(_SlideTrainerMixin, DistillationTrainer):
         **kwargs: Any,
     ):
         if not isinstance(args, SlideDistillationConfig):
-            raise TypeError(f"args must be a SlideDistillationConfig, got {type(args).__name__}.")
+            raise TypeError(
+                f"SlideDistillationTrainer needs args=SlideDistillationConfig(...), got {type(args).__name__}."
+            )
         teacher = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         if teacher is None:
             raise ValueError("Distillation needs a teacher: pass teacher_model= or set teacher_model_name_or_path.")
@@ -276,7 +262,6 @@ class SlideDistillationTrainer(_SlideTrainerMixin, DistillationTrainer):
                 model, teacher_encoder.config.hidden_size, joint_dim=teacher.embed_dim if args.uses_reports() else None
             )
         super().__init__(model=model, teacher_model=teacher, args=args, **kwargs)
-        self._metrics: dict[str, list[float]] = defaultdict(list)
 
     @torch.no_grad()
     def _teacher_outputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -293,14 +278,15 @@ class SlideDistillationTrainer(_SlideTrainerMixin, DistillationTrainer):
                 out = {"slide_embeds": enc.slide_embeds, "patch_embeds": enc.patch_embeds}
         return {k: v.float() for k, v in out.items()}
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss_terms(self, model, inputs, num_items_in_batch):
         args = self.args
         t = self._teacher_outputs(inputs)
         s = model(features=inputs["features"], grid=inputs["grid"], patch_mask=inputs["patch_mask"])
         plain = self.accelerator.unwrap_model(model)
         n = s["slide_embeds"].shape[0]
-        denom, factor, share = self._scales(n, num_items_in_batch)
+        denom, share = self._scales(n, num_items_in_batch)
         loss = s["slide_embeds"].new_zeros((), dtype=torch.float32)
+        terms: dict[str, torch.Tensor] = {}
         if args.feature_weight:
             total = feature_distillation_loss(
                 s["slide_embeds"],
@@ -309,16 +295,16 @@ class SlideDistillationTrainer(_SlideTrainerMixin, DistillationTrainer):
                 kind=args.feature_kind,
                 reduction="sum",
             )
-            loss = loss + args.feature_weight * total / denom * factor
-            self._record("feature", total / n)
+            loss = loss + args.feature_weight * total / denom
+            terms["loss_feature"] = total.detach() / n
         if args.token_weight:
             total = self._token_sum(plain, s, t, inputs)
-            loss = loss + args.token_weight * total / denom * factor
-            self._record("token", total / n)
+            loss = loss + args.token_weight * total / denom
+            terms["loss_token"] = total.detach() / n
         if args.similarity_weight and args.similarity_kind in ("slide_slide", "both") and n > 1:
             value = similarity_kd_loss(s["slide_embeds"], t["slide_embeds"], temperature=args.temperature)
             loss = loss + share * args.similarity_weight * value
-            self._record("similarity", value)
+            terms["loss_similarity"] = value.detach()
         if args.uses_reports():
             if "text_features" not in t:
                 raise ValueError("slide_report similarity KD needs reports: SlideCollator(tokenize=teacher.tokenize).")
@@ -327,8 +313,8 @@ class SlideDistillationTrainer(_SlideTrainerMixin, DistillationTrainer):
                 s["slide_features"], t["slide_features"], keys, keys, temperature=args.temperature
             )
             loss = loss + share * args.similarity_weight * value
-            self._record("slide_report", value)
-        return (loss, s) if return_outputs else loss
+            terms["loss_slide_report"] = value.detach()
+        return {"loss": loss, **terms}, s
 
     def _token_sum(self, plain: SlideDistillationStudent, s: dict, t: dict, inputs: dict) -> torch.Tensor:
         """Per-slide mean token KD over student cells that hold teacher tokens, summed over slides."""
