@@ -10,7 +10,8 @@ def synthetic_scores(n=2000, seed=0):
     conf = rng.uniform(0.34, 1.0, n)
     correct = rng.uniform(size=n) < conf
     labels = np.where(correct, 0, 1)
-    probs = np.stack([conf, 1 - conf - 0.001, np.full(n, 0.001)], 1)
+    third = np.minimum(0.001, (1 - conf) / 2)  # keeps every row a probability vector
+    probs = np.stack([conf, 1 - conf - third, third], 1)
     return probs, labels
 
 

@@ -3,7 +3,8 @@
 Risk–coverage curve and its area (AURC, Geifman et al. 2019), top-label expected calibration error with its
 reliability-diagram bins, negative log-likelihood and multiclass Brier score; temperature scaling (Guo et al. 2017)
 and the confidence / correctness scores the abstention thresholds are computed from. Rows with a missing label
-(``-100``) are left out everywhere; NaN or inf probabilities raise, naming the rows.
+(``-100``) are left out everywhere; probabilities that are NaN, inf, outside ``[0, 1]`` or whose rows do not sum to
+1 raise, naming the rows.
 """
 
 from __future__ import annotations
@@ -16,9 +17,39 @@ import numpy as np
 
 from ..data import IGNORE_INDEX
 
+PROB_ATOL = 1e-6  # how far outside [0, 1] a probability may stray (float rounding)
+SUM_ATOL = 1e-3  # how far from 1 a row of probabilities may sum (float32 softmax outputs)
+
+
+def probability_problems(probs: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """What is wrong with a ``(N, C)`` probability array: ``(problem, bad row indices)`` pairs, empty when valid.
+
+    Checked in order: NaN or inf; values outside ``[0, 1]`` (``PROB_ATOL`` slack); rows not summing to 1
+    (``SUM_ATOL`` slack). Rows with NaN or inf are not checked further.
+
+    Args:
+        probs: ``(N, C)`` float array.
+    """
+    finite = np.isfinite(probs).all(1)
+    out = []
+    if not finite.all():
+        out.append(("contain NaN or inf", np.flatnonzero(~finite)))
+    safe = np.where(finite[:, None], probs, 0.5)
+    outside = finite & ((safe < -PROB_ATOL) | (safe > 1 + PROB_ATOL)).any(1)
+    if outside.any():
+        out.append(("lie outside [0, 1]", np.flatnonzero(outside)))
+    if probs.shape[1]:
+        off = finite & ~outside & (np.abs(safe.sum(1) - 1.0) > SUM_ATOL)
+        if off.any():
+            out.append((f"do not sum to 1 (within {SUM_ATOL:g})", np.flatnonzero(off)))
+    return out
+
 
 def check_probs(probs: np.ndarray, labels: np.ndarray | None = None, *, name: str = "probs") -> np.ndarray:
-    """``probs`` as a float64 ``(N, C)`` array; raises naming the rows when some hold NaN or inf.
+    """``probs`` as a float64 ``(N, C)`` array of probabilities; raises naming the rows when some are invalid.
+
+    Each row must be finite, within ``[0, 1]`` and sum to 1 (see :func:`probability_problems`): logits, percentages
+    or unnormalised scores are refused rather than silently thresholded.
 
     Args:
         probs: ``(N, C)`` class probabilities.
@@ -30,12 +61,12 @@ def check_probs(probs: np.ndarray, labels: np.ndarray | None = None, *, name: st
         raise ValueError(f"{name} must be a (N, C) array of class probabilities, got shape {probs.shape}.")
     if labels is not None and np.shape(labels) != probs.shape[:1]:
         raise ValueError(f"{name} has {probs.shape[0]} rows but its labels have shape {np.shape(labels)}.")
-    bad = ~np.isfinite(probs).all(1)
-    if bad.any():
-        rows = np.flatnonzero(bad)[:10].tolist()
+    problems = probability_problems(probs)
+    if problems:
+        what, bad = problems[0]
         raise ValueError(
-            f"{name}: probabilities contain NaN or inf in rows {rows} ({int(bad.sum())} rows in all); "
-            "fix or drop those reports before calibrating."
+            f"{name}: probabilities {what} in rows {bad[:10].tolist()} ({len(bad)} rows in all); "
+            "give softmax probabilities (not logits or percentages), or fix or drop those reports."
         )
     return probs
 
@@ -359,6 +390,8 @@ def joint_report(
 
 
 __all__ = [
+    "PROB_ATOL",
+    "SUM_ATOL",
     "ReliabilityBins",
     "apply_temperature",
     "check_probs",
@@ -372,6 +405,7 @@ __all__ = [
     "expected_calibration_error",
     "joint_report",
     "negative_log_likelihood",
+    "probability_problems",
     "reliability_bins",
     "reliability_from_scores",
     "risk_coverage_curve",

@@ -9,22 +9,28 @@ layouts (``reportkd predict --save-probs FILE`` writes them for reportkd models)
     probs.<task>   (N, C_t) float   class probabilities, columns in label-map order
     labels.<task>  (N,) int         optional: true class ids, -100 = missing
     meta           () str           JSON: {"format": "reportkd.predictions.v1",
-                                           "task_labels": {task: [class names…]}, "model_id": "…" | null}
+                                           "task_labels": {task: [class names…]}, "model_id": "…" | null,
+                                           "model_sha256": "…" | null}
 
 ``.jsonl`` / ``.jsonl.gz``: a header line, then one line per report::
 
-    {"format": "reportkd.predictions.v1", "task_labels": {"grade": ["G1", "G2", "G3", "other"]}, "model_id": "m"}
+    {"format": "reportkd.predictions.v1", "task_labels": {"grade": ["G1", "G2", "G3", "other"]}, "model_id": "m",
+     "model_sha256": "3f9c…"}
     {"id": "r1", "probs": {"grade": [0.1, 0.7, 0.1, 0.1]}, "labels": {"grade": "G2"}}
     {"id": "r2", "probs": {"grade": [0.4, 0.3, 0.2, 0.1]}, "labels": {"grade": null}}
 
 In JSONL, labels are class names (a name outside the label map counts as the ``other`` class when the map has one)
-or class ids; ``null`` or an absent ``labels`` entry is a missing label. A task's labels are either given for the
-file (possibly missing on some rows) or absent altogether.
+or class ids (integers, or integer-valued floats such as ``3.0`` as pandas writes them); ``null`` or an absent
+``labels`` entry is a missing label. A task's labels are either given for the file (possibly missing on some rows)
+or absent altogether. ``model_sha256`` (optional) is the :func:`~reportkd.abstention.weights_fingerprint` of the model
+that produced the probabilities (``reportkd predict --save-probs`` records it): ``reportkd calibrate`` binds the
+thresholds to it. Probabilities must be finite, in ``[0, 1]`` and sum to 1 per row (:meth:`Predictions.validate`).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -36,6 +42,7 @@ import numpy as np
 
 from ..data import IGNORE_INDEX, encode_labels, is_missing
 from ..utils import atomic_path
+from .metrics import probability_problems
 
 PREDICTIONS_FORMAT = "reportkd.predictions.v1"
 
@@ -50,6 +57,7 @@ class Predictions:
         task_labels: Task → class names (column order of ``probs``).
         labels: Task → ``(N,)`` class ids (``-100`` = missing), for the tasks with labels.
         model_id: The model that produced them, if known.
+        model_sha256: :func:`~reportkd.abstention.weights_fingerprint` of that model, if known.
     """
 
     ids: list[str]
@@ -57,6 +65,7 @@ class Predictions:
     task_labels: dict[str, list[str]]
     labels: dict[str, np.ndarray] | None = None
     model_id: str | None = None
+    model_sha256: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -83,18 +92,39 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def check_finite(self) -> None:
-        """Raises ``ValueError`` naming the reports whose probabilities hold NaN or inf."""
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the task and the first reports whose probabilities are not valid.
+
+        Valid: finite, within ``[0, 1]`` and summing to 1 per row (see
+        :func:`~reportkd.abstention.metrics.probability_problems`).
+        """
         problems = []
         for t, p in self.probs.items():
-            bad = np.flatnonzero(~np.isfinite(np.asarray(p, dtype=np.float64)).all(1))
-            if len(bad):
+            for what, bad in probability_problems(np.asarray(p, dtype=np.float64)):
                 shown = ", ".join(f"{i} (id {self.ids[i]})" for i in bad[:10])
-                problems.append(f"task {t!r}: rows {shown}{' …' if len(bad) > 10 else ''} ({len(bad)} in all)")
+                problems.append(f"task {t!r}: probabilities {what} in rows {shown}{' …' if len(bad) > 10 else ''}"
+                                f" ({len(bad)} in all)")  # fmt: skip
         if problems:
             raise ValueError(
-                "probabilities contain NaN or inf: " + "; ".join(problems) + ". Fix or drop those reports."
+                "; ".join(problems) + ". Save softmax probabilities (not logits or percentages), or fix or drop "
+                "those reports."
             )
+
+    def fingerprint(self) -> str:
+        """Short SHA-256 of what a calibration uses: ids, task label maps and probabilities (as float32).
+
+        The same predictions saved as ``.npz`` or ``.jsonl`` give the same fingerprint; labels are not included.
+        """
+        h = hashlib.sha256()
+        h.update(json.dumps({"ids": self.ids, "task_labels": self.task_labels}, sort_keys=True).encode())
+        for t in sorted(self.probs):
+            h.update(t.encode())
+            h.update(np.ascontiguousarray(self.probs[t], dtype="<f4").tobytes())
+        return h.hexdigest()[:16]
+
+    def duplicate_ids(self) -> int:
+        """Number of rows whose id already appeared on an earlier row."""
+        return len(self.ids) - len(set(self.ids))
 
     def missing_label_tasks(self) -> list[str]:
         """Tasks without any label column."""
@@ -109,7 +139,10 @@ def save_predictions(path: str | os.PathLike, predictions: Predictions) -> Path:
         predictions: What to write.
     """
     path, p = Path(path), predictions
-    meta = {"format": PREDICTIONS_FORMAT, "task_labels": p.task_labels, "model_id": p.model_id}
+    meta = {
+        "format": PREDICTIONS_FORMAT, "task_labels": p.task_labels, "model_id": p.model_id,
+        "model_sha256": p.model_sha256,
+    }  # fmt: skip
     name = path.name.lower()
     with atomic_path(path) as tmp:
         if name.endswith(".npz"):
@@ -149,6 +182,8 @@ def _check_meta(meta: Any, source: str) -> dict[str, Any]:
 def _encode_label(value: Any, names: Sequence[str], where: str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{where}: label {value!r} is neither a class name nor a class id.")
+    if isinstance(value, float) and value.is_integer():  # 3.0, as pandas writes integer columns with gaps
+        value = int(value)
     if isinstance(value, int):
         if not 0 <= value < len(names):
             raise ValueError(f"{where}: class id {value} is outside [0, {len(names)}).")
@@ -156,6 +191,19 @@ def _encode_label(value: Any, names: Sequence[str], where: str) -> int:
     if is_missing(value):
         return IGNORE_INDEX
     return encode_labels([str(value)], names)[0]
+
+
+def _int_labels(values: np.ndarray, where: str) -> np.ndarray:
+    """Class ids as int64; integer-valued floats are accepted, anything else (3.5, NaN) is refused."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            rows = np.flatnonzero(bad)[:10].tolist()
+            raise ValueError(f"{where} holds non-integer class ids in rows {rows}; use -100 for a missing label.")
+    elif values.dtype.kind not in "iu":
+        raise ValueError(f"{where} must hold integer class ids, got dtype {values.dtype}.")
+    return values.astype(np.int64)
 
 
 def load_predictions(path: str | os.PathLike) -> Predictions:
@@ -180,9 +228,13 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
             if missing:
                 raise ValueError(f"{path} lacks probabilities for task(s) {missing} (arrays 'probs.<task>').")
             probs = {t: z[f"probs.{t}"] for t in tasks}
-            labels = {t: z[f"labels.{t}"].astype(np.int64) for t in tasks if f"labels.{t}" in z.files}
+            labels = {
+                t: _int_labels(z[f"labels.{t}"], f"{path}: labels.{t}") for t in tasks if f"labels.{t}" in z.files
+            }
             ids = [str(i) for i in z["ids"].tolist()]
-        return Predictions(ids, probs, meta["task_labels"], labels or None, meta.get("model_id"))
+        return Predictions(
+            ids, probs, meta["task_labels"], labels or None, meta.get("model_id"), meta.get("model_sha256")
+        )
     if not name.endswith((".jsonl", ".jsonl.gz")):
         raise ValueError(f"Unsupported predictions file {path.name!r}: use .npz, .jsonl or .jsonl.gz.")
     opener = gzip.open if name.endswith(".gz") else open
@@ -222,7 +274,7 @@ def load_predictions(path: str | os.PathLike) -> Predictions:
         arrays[t] = np.asarray(v, dtype=np.float64)
     return Predictions(
         ids, arrays, task_labels, {t: np.asarray(v, dtype=np.int64) for t, v in labels.items()} or None,
-        meta.get("model_id"),
+        meta.get("model_id"), meta.get("model_sha256"),
     )  # fmt: skip
 
 

@@ -14,10 +14,20 @@ and label maps, as a fingerprint and in full, and optionally a hash of its weigh
       "joint": {"threshold": …, "coverage": …, "accuracy": …, "n": …} | null,
       "tasks": {"grade": {"threshold": 0.93, "coverage": 0.61, "accuracy": 0.972, "n": 790, "n_missing": 22,
                           "target_accuracy": 0.97, "method": "ltt", "delta": 0.1, "reached": true}, …},
+      "provenance": {"calibrated_from": "model" | "predictions", "predictions_sha256": "…" | null,
+                     "model_sha256_from": "weights" | "predictions" | "asserted" | null},
       "reportkd_version": "0.1.0"
     }
 
-A threshold above 1 (``1.0000000000000002``) means the target was unreachable: that task abstains on every report.
+``model_sha256`` binds the thresholds to the weights whose probabilities were calibrated: computed from the model
+directory that ran (``model_sha256_from: "weights"``), taken from the predictions file that recorded it
+(``"predictions"``), or asserted by the user (``"asserted"``, ``calibrate --assume-same-model``). Thresholds are
+refused for a model with other weights, and thresholds bound to no weights are refused for a model that has a
+fingerprint, unless ``--allow-other-weights``. ``predictions_sha256`` is :meth:`Predictions.fingerprint` of a
+``--predictions`` file.
+
+Thresholds must lie in ``[0, 1]``; the one exception is ``1.0000000000000002`` (``ABSTAIN_ALL``), written when the
+target was unreachable: that task abstains on every report. A hand-edited value outside that range is refused.
 Files written before ``model_id`` / ``task_labels`` / ``mode`` / ``delta`` existed still load (per-task mode).
 """
 
@@ -87,9 +97,11 @@ class ThresholdsFile:
 
         Args:
             task_labels: The model's task → label map.
-            model_sha256: The model's :func:`weights_fingerprint`; checked when both sides have one.
+            model_sha256: The model's :func:`weights_fingerprint` (None: not checked). Refused when the file has
+                another, or none.
             source: How to name the file in messages.
-            allow_other_weights: Accept thresholds calibrated for other weights with the same label maps.
+            allow_other_weights: Accept thresholds calibrated for other (or unknown) weights with the same label
+                maps.
         """
         problems = []
         model_tasks, file_tasks = list(task_labels), list(self.calibration.tasks)
@@ -111,6 +123,13 @@ class ThresholdsFile:
             raise ValueError(
                 f"{source} was calibrated for another model: {'; '.join(problems)}. "
                 "Recalibrate with `reportkd calibrate --model DIR --data FILE --out thresholds.json` for this model."
+            )
+        if model_sha256 and not self.model_sha256 and not allow_other_weights:
+            raise ValueError(
+                f"{source} is not bound to any weights (no model_sha256: calibrated from predictions that do not "
+                f"record the model that produced them), so it cannot be checked against this model ({model_sha256}). "
+                "Recalibrate with `reportkd calibrate --model DIR --data FILE` (or on `reportkd predict --save-probs` "
+                "output), or pass --allow-other-weights to use them anyway."
             )
         if model_sha256 and self.model_sha256 and model_sha256 != self.model_sha256 and not allow_other_weights:
             raise ValueError(
@@ -251,10 +270,9 @@ def thresholds_from_dict(d: Mapping[str, Any], *, source: str = "the thresholds 
             raise ValueError(f"{source} lacks the {key!r} field; rewrite it with `reportkd calibrate`.")
     names = {f.name for f in fields(Threshold)}
     tasks = {}
+    if not isinstance(d["tasks"], Mapping) or not d["tasks"]:
+        raise ValueError(f"{source}: 'tasks' must map each task to its threshold; rewrite it with reportkd calibrate.")
     for task, entry in d["tasks"].items():
-        value = entry.get("threshold") if isinstance(entry, Mapping) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{source}: task {task!r} has no valid threshold ({value!r}).")
         tasks[task] = _threshold(entry, names, f"{source}: task {task!r}")
     joint = d.get("joint")
     calibration = Calibration(
@@ -290,10 +308,20 @@ def thresholds_from_dict(d: Mapping[str, Any], *, source: str = "the thresholds 
 
 
 def _threshold(entry: Mapping[str, Any], names: set[str], where: str) -> Threshold:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where} is not an object; rewrite the file with `reportkd calibrate`.")
     required = ("threshold", "coverage", "accuracy", "n", "target_accuracy")
     missing = [k for k in required if k not in entry]
     if missing:
         raise ValueError(f"{where} lacks {missing}; rewrite the file with `reportkd calibrate`.")
+    value = entry["threshold"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where} has no valid threshold ({value!r}); rewrite the file with `reportkd calibrate`.")
+    if not (0.0 <= value <= 1.0 or value == ABSTAIN_ALL):
+        raise ValueError(
+            f"{where} has threshold {value!r}, outside [0, 1] (only {ABSTAIN_ALL!r}, 'abstain on every report', may "
+            "exceed 1; a negative one would switch abstention off). Recalibrate with `reportkd calibrate`."
+        )
     return Threshold(**{k: v for k, v in entry.items() if k in names})
 
 

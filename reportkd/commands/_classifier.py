@@ -1,14 +1,24 @@
-"""Shared by the abstention commands: load a saved report classifier and run it on a reports file.
+"""Shared by the abstention commands: load a saved report classifier safely and run it on a reports file.
 
 A classifier directory is what ``save_classifier`` writes: ``save_pretrained`` weights and config (with
 ``task_labels``), the tokenizer, and optionally ``thresholds.json``. Any multitask model whose ``forward`` returns
 ``logits`` as a dict task → ``(B, C_t)`` and that ``AutoModel`` can load works.
+
+Loading is safe by default: Python code shipped with a model (``auto_map`` in ``config.json`` or
+``tokenizer_config.json``) is refused unless ``--trust-remote-code``, and weights must be safetensors unless
+``--allow-pickle`` (a pickle ``pytorch_model.bin`` can run code when loaded). A broken ``config.json`` or a truncated
+weights file is reported in one line naming the file. Outputs are checked before anything runs: never an input file,
+never an existing file without ``--overwrite``, and in a writable folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +33,11 @@ from reportkd.abstention import (
     read_thresholds,
     weights_fingerprint,
 )
-from reportkd.data import IGNORE_INDEX, LoadStats, encode_reports, load_reports
+from reportkd.data import IGNORE_INDEX, LoadStats, encode_reports, is_missing, load_reports
 
 logger = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 @dataclass
@@ -49,40 +61,232 @@ class Classifier:
     model_sha256: str | None
 
 
-def load_classifier(
-    model_dir: str | Path, *, thresholds: str | Path | None = "auto", allow_other_weights: bool = False
-) -> Classifier:
-    """Loads model, tokenizer and thresholds from a classifier directory.
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The loader's safety switches (both off by default)."""
+    p.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="Run Python code shipped in the model folder (auto_map in its config). Only for folders you trust.",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-pickle", action="store_true",
+        help="Load pickle weights (pytorch_model.bin), which can run code when loaded; default: safetensors only.",
+    )  # fmt: skip
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({getattr(e, 'msg', e)}); restore it or re-save the model with save_pretrained."
+        ) from None
+
+
+def check_model_dir(model_dir: str | Path, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> Path:
+    """Checks a model directory before anything in it is loaded; raises with one line naming the file and the fix.
+
+    Refuses: a missing directory or ``config.json``; a ``config.json`` that is not a JSON object; ``auto_map`` (custom
+    code) in ``config.json`` or ``tokenizer_config.json`` unless ``trust_remote_code``; pickle weights unless
+    ``allow_pickle`` (safetensors are preferred when both exist); no weights; a truncated or corrupt safetensors file.
 
     Args:
         model_dir: The directory.
-        thresholds: A thresholds file; ``"auto"`` = ``<model_dir>/thresholds.json`` when present; None = none.
-        allow_other_weights: Accept thresholds calibrated for other weights with the same label maps.
+        trust_remote_code: Allow code shipped with the model.
+        allow_pickle: Allow pickle weights (``*.bin``).
     """
-    from transformers import AutoModel, AutoTokenizer
-
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"Model directory {model_dir} does not exist (or is not a directory).")
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
         raise FileNotFoundError(
             f"{model_dir} is not a saved model directory (no config.json); give the directory written by "
             "`reportkd demo` (e.g. reportkd-demo/student) or by save_classifier."
         )
+    config = _read_json(config_path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} is not a JSON object; re-save the model with save_pretrained.")
+    if not trust_remote_code:
+        for name in ("config.json", "tokenizer_config.json"):
+            path = model_dir / name
+            content = config if name == "config.json" else (_read_json(path) if path.is_file() else {})
+            if isinstance(content, dict) and content.get("auto_map"):
+                raise ValueError(
+                    f"{path} has auto_map: the model folder ships Python code, which reportkd does not run. Pass "
+                    "--trust-remote-code only if you trust this folder and have read its code."
+                )
+    files = [p for p in model_dir.iterdir() if p.is_file()]
+    safetensors = sorted(p for p in files if p.suffix == ".safetensors")
+    pickles = sorted(p for p in files if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if not safetensors:
+        if pickles and not allow_pickle:
+            raise ValueError(
+                f"{model_dir} holds only pickle weights ({', '.join(p.name for p in pickles)}), which can run code "
+                "when loaded. Convert them to safetensors (model.save_pretrained(dir)), or pass --allow-pickle if you "
+                "trust the file."
+            )
+        if not pickles:
+            raise FileNotFoundError(
+                f"{model_dir} has no weights file (model.safetensors); re-save the model with save_pretrained."
+            )
+    from safetensors import safe_open
+
+    for path in safetensors:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # SafetensorError: truncated, or not safetensors at all
+            raise ValueError(
+                f"{path} is truncated or corrupt ({e}); copy or download it again, or re-save the model."
+            ) from None
+    return model_dir
+
+
+def load_classifier(
+    model_dir: str | Path,
+    *,
+    thresholds: str | Path | None = "auto",
+    allow_other_weights: bool = False,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> Classifier:
+    """Loads model, tokenizer and thresholds from a classifier directory (checked first: :func:`check_model_dir`).
+
+    Args:
+        model_dir: The directory.
+        thresholds: A thresholds file; ``"auto"`` = ``<model_dir>/thresholds.json`` when present; None = none.
+        allow_other_weights: Accept thresholds calibrated for other (or unknown) weights with the same label maps.
+        trust_remote_code: Run code shipped with the model (``auto_map``); off by default.
+        allow_pickle: Load pickle weights when the directory has no safetensors; off by default.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    model_dir = check_model_dir(model_dir, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     try:
         import reportkd.text.mtcnn  # noqa: F401  (registers the MtCNN models with AutoModel)
     except ImportError as e:  # a model of another family can still load
         logger.debug("reportkd.text.mtcnn not importable: %s", e)
-    model = AutoModel.from_pretrained(model_dir).eval()
+    has_safetensors = any(model_dir.glob("*.safetensors"))
+    try:
+        model = AutoModel.from_pretrained(
+            model_dir, trust_remote_code=trust_remote_code, use_safetensors=True if has_safetensors else None
+        ).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"Cannot load the model in {model_dir} ({type(e).__name__}: {first}); check that config.json, the "
+            "weights and the tokenizer files come from one save_pretrained call (run with -v for details)."
+        ) from e
     task_labels = getattr(model.config, "task_labels", None)
     if not task_labels:
         raise ValueError(f"The model in {model_dir} has no task_labels in its config; it is not a report classifier.")
     task_labels = {t: list(v) for t, v in task_labels.items()}
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     sha = weights_fingerprint(model_dir)
     path = model_dir / THRESHOLDS_NAME if thresholds == "auto" else thresholds
     th = None
     if path is not None and (thresholds != "auto" or Path(path).is_file()):
         th = read_thresholds(path, task_labels=task_labels, model_sha256=sha, allow_other_weights=allow_other_weights)
     return Classifier(model, tokenizer, th, task_labels, str(model_dir), sha)
+
+
+def model_options(args: argparse.Namespace) -> dict[str, bool]:
+    """The :func:`load_classifier` switches given on the command line."""
+    return {
+        "allow_other_weights": getattr(args, "allow_other_weights", False),
+        "trust_remote_code": getattr(args, "trust_remote_code", False),
+        "allow_pickle": getattr(args, "allow_pickle", False),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- outputs
+
+
+def add_overwrite_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="Replace output files that already exist.")
+
+
+def _input_files(inputs: Mapping[str, str | os.PathLike | None]) -> list[tuple[str, Path]]:
+    """(option, file) for every input; a model directory stands for its files (its thresholds.json aside)."""
+    out = []
+    for option, value in inputs.items():
+        if not value:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            out += [(option, p) for p in sorted(path.iterdir()) if p.is_file() and p.name != THRESHOLDS_NAME]
+        out.append((option, path))
+    return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike | None] | Sequence[tuple[str, str | os.PathLike | None]],
+    inputs: Mapping[str, str | os.PathLike | None],
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Checks output files before anything runs; raises ``ValueError`` naming the option and the fix.
+
+    Refused: an output that is an input (or a file of an input model directory) or another output; an existing
+    directory; an existing file unless ``overwrite``; a parent path that is a file; a folder that is not writable.
+
+    Args:
+        outputs: Option name (e.g. ``"--out"``) → output file (None: not written); or ``(option, file)`` pairs.
+        inputs: Option name → input file or directory (None: not given).
+        overwrite: Allow replacing existing output files.
+    """
+    files = _input_files(inputs)
+    seen: list[tuple[str, Path]] = []
+    for option, value in outputs.items() if isinstance(outputs, Mapping) else outputs:
+        if not value:
+            continue
+        path = Path(value)
+        for in_option, in_path in files:
+            if _same(path, in_path):
+                what = f"the {in_option} input" if in_path == Path(inputs[in_option]) else f"a file of {in_option}"
+                raise ValueError(f"{option} {path} is {what}; it would be overwritten. Write to another file.")
+        for other_option, other in seen:
+            if _same(path, other):
+                raise ValueError(f"{option} and {other_option} are the same file ({path}); give two different files.")
+        seen.append((option, path))
+        if path.is_dir():
+            raise ValueError(f"{option} {path} is a directory; give a file name.")
+        if path.exists() and not overwrite:
+            raise ValueError(
+                f"{option} {path} already exists; pass --overwrite to replace it, or choose another file."
+            )
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ValueError(f"{option} {path}: {folder} is a file, not a folder; choose another path.")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{option} {path}: folder {folder} is not writable; choose another path.")
+
+
+def warn_duplicate_ids(ids: Sequence[str], source: str | os.PathLike) -> int:
+    """Prints one warning when report ids repeat; returns the number of repeated rows."""
+    n = len(ids) - len(set(ids))
+    if n:
+        counts: dict[str, int] = {}
+        for i in ids:
+            counts[i] = counts.get(i, 0) + 1
+        example = next(i for i, c in counts.items() if c > 1)
+        print(
+            f"warning: {source}: {n} report(s) repeat an id already used (e.g. {example!r}); every row is kept, "
+            "but rows sharing an id cannot be told apart in the outputs.",
+            file=sys.stderr,
+        )
+    return n
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,13 +305,19 @@ class ModelRun:
 
     Args:
         predictions: Ids, probabilities and labels (for the task columns the file has) of the kept reports.
-        skipped_ids: Ids of reports skipped for empty text.
+        order: One entry per input record, in file order: ``(id, row of predictions)``, the row None for a report
+            skipped for empty text.
         stats: What :func:`~reportkd.data.load_reports` kept and skipped.
     """
 
     predictions: Predictions
-    skipped_ids: list[str] = field(default_factory=list)
+    order: list[tuple[str, int | None]] = field(default_factory=list)
     stats: LoadStats | None = None
+
+    @property
+    def skipped_ids(self) -> list[str]:
+        """Ids of the reports skipped for empty text."""
+        return [rid for rid, row in self.order if row is None]
 
 
 def run_model(clf: Classifier, data: str | Path, args: argparse.Namespace, *, require_labels: bool) -> ModelRun:
@@ -140,12 +350,20 @@ def run_model(clf: Classifier, data: str | Path, args: argparse.Namespace, *, re
             f"{path} has no label column for task(s) {absent} of the model (columns: {sorted(columns)}); "
             "calibration and evaluation need every task's labels."
         )
-    skipped = [
-        str(r.get(args.id_column) if r.get(args.id_column) is not None else i)
-        for i, r in enumerate(records)
-        if not isinstance(r.get(args.text_column), str) or not r.get(args.text_column).split()
-    ]
     ds, stats = load_reports(records, text_column=args.text_column, task_columns=tasks, id_column=args.id_column)
+    kept_ids = list(ds["id"])
+    order, row = [], 0
+    for i, r in enumerate(records):  # the rule of load_reports: text with at least one word is kept
+        text = r.get(args.text_column)
+        if isinstance(text, str) and text.split():
+            order.append((kept_ids[row], row))
+            row += 1
+        else:
+            rid = r.get(args.id_column) if args.id_column else None
+            order.append((str(rid) if rid is not None and not is_missing(rid) else str(i), None))
+    if row != len(kept_ids):  # load_reports changed its rule: fail loudly rather than misalign rows
+        raise RuntimeError(f"{path}: {len(kept_ids)} reports kept but {row} expected; please report this bug.")
+    warn_duplicate_ids([rid for rid, _ in order], path)
     max_length = getattr(clf.model.config, "max_length", None) or None
     enc = encode_reports(
         ds, clf.tokenizer, clf.task_labels, text_column=args.text_column, max_length=max_length,
@@ -158,8 +376,8 @@ def run_model(clf: Classifier, data: str | Path, args: argparse.Namespace, *, re
     if tasks:
         y = np.asarray(enc["labels"], dtype=np.int64).reshape(len(enc), len(tasks))
         labels = {t: y[:, i] for i, t in enumerate(tasks)}
-    preds = Predictions(list(ds["id"]), probs, clf.task_labels, labels, clf.model_id)
-    return ModelRun(preds, skipped, stats)
+    preds = Predictions(kept_ids, probs, clf.task_labels, labels, clf.model_id, clf.model_sha256)
+    return ModelRun(preds, order, stats)
 
 
 def get_predictions(
@@ -173,8 +391,14 @@ def get_predictions(
 ) -> tuple[Predictions, Classifier | None, ModelRun | None]:
     """Probabilities from ``--model DIR --data FILE`` or from ``--predictions FILE`` (checked against the model).
 
+    With both ``--model`` and ``--predictions``, the predictions must record the model's weights fingerprint
+    (``reportkd predict --save-probs`` does); predictions that record none are accepted only with
+    ``--assume-same-model``. Probabilities are validated (:meth:`Predictions.validate`); with ``require_labels``
+    every task needs at least one label.
+
     Args:
-        args: Namespace with the :func:`add_data_arguments` options.
+        args: Namespace with the :func:`add_data_arguments` options (and optionally the loader switches,
+            ``allow_other_weights`` and ``assume_same_model``).
         model: Model directory, or None.
         predictions: Predictions file, or None.
         data: Reports file (needed with a model and no predictions file).
@@ -185,30 +409,42 @@ def get_predictions(
         raise ValueError("Give either --data (run the model) or --predictions (saved probabilities), not both.")
     if not predictions and not (model and data):
         raise ValueError("Give --model DIR with --data FILE, or --predictions FILE.")
-    clf = None
-    if model:
-        allow = getattr(args, "allow_other_weights", False)
-        clf = load_classifier(model, thresholds=thresholds, allow_other_weights=allow)
+    clf = load_classifier(model, thresholds=thresholds, **model_options(args)) if model else None
     if predictions:
         preds = load_predictions(predictions)
-        if clf is not None and preds.task_labels != clf.task_labels:
-            raise ValueError(
-                f"{predictions} holds probabilities for other tasks or label maps than the model in {model}; "
-                "save the predictions of this model (reportkd predict --save-probs)."
-            )
+        if clf is not None:
+            if preds.task_labels != clf.task_labels:
+                raise ValueError(
+                    f"{predictions} holds probabilities for other tasks or label maps than the model in {model}; "
+                    "save the predictions of this model (reportkd predict --save-probs)."
+                )
+            if preds.model_sha256 is None and not getattr(args, "assume_same_model", False):
+                raise ValueError(
+                    f"{predictions} does not record which weights produced it, so it cannot be shown to come from "
+                    f"the model in {model}. Save them with `reportkd predict --model {model} --save-probs FILE`, or "
+                    "pass --assume-same-model if you know they did."
+                )
+            if preds.model_sha256 is not None and clf.model_sha256 and preds.model_sha256 != clf.model_sha256:
+                raise ValueError(
+                    f"{predictions} was produced by other weights (model_sha256 {preds.model_sha256}) than the model "
+                    f"in {model} ({clf.model_sha256}); give that model's predictions, or drop --model."
+                )
+        warn_duplicate_ids(preds.ids, predictions)
         run = None
     else:
         run = run_model(clf, data, args, require_labels=require_labels)
         preds = run.predictions
-    preds.check_finite()
-    if require_labels and preds.missing_label_tasks():
-        raise ValueError(
-            f"No labels for task(s) {preds.missing_label_tasks()} in "
-            f"{predictions or data}; calibration and evaluation need every task's labels."
-        )
+    preds.validate()
+    if require_labels:
+        if preds.missing_label_tasks():
+            raise ValueError(
+                f"No labels for task(s) {preds.missing_label_tasks()} in "
+                f"{predictions or data}; calibration and evaluation need every task's labels."
+            )
+        empty = [t for t, y in preds.labels.items() if not (np.asarray(y) != IGNORE_INDEX).any()]
+        if empty:
+            raise ValueError(
+                f"Every label of task(s) {empty} is missing in {predictions or data} ({len(preds)} reports); "
+                "calibration and evaluation need labelled reports for every task."
+            )
     return preds, clf, run
-
-
-def missing_counts(preds: Predictions) -> dict[str, int]:
-    """Task → reports without a label."""
-    return {t: int((y == IGNORE_INDEX).sum()) for t, y in (preds.labels or {}).items()}

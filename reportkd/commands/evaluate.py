@@ -10,7 +10,9 @@ Slide probes (``--probes linear,knn,abmil,retrieval``): logistic regression with
 gated ABMIL on patch features, slide retrieval Acc@K / mAP@K; plus zero-shot and slide-report retrieval for an
 aligned slide-report model. The labels file (CSV / JSONL) has ``slide_id,label[,split][,report]``.
 
-Every kind prints a markdown table and writes JSON with ``--out``.
+Every kind prints a markdown table and writes JSON with ``--out`` (checked before anything runs: never an input, an
+existing file only with ``--overwrite``). Classifier and slide models load without running code shipped in the
+model folder (``--trust-remote-code`` to opt in) and, for classifiers, from safetensors only (``--allow-pickle``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--model", required=True, help="Classifier directory.")
     c.add_argument("--data", required=True, help="Labelled reports file.")
     c.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for confidence intervals.")
-    from ._classifier import add_data_arguments
+    from ._classifier import add_data_arguments, add_model_arguments
 
     add_data_arguments(c)
+    add_model_arguments(c)
     g = sub.add_parser("generations", help="Generated synoptic lines against references (JSONL).")
     g.add_argument("--predictions", required=True, help="JSONL with one generation and its reference per line.")
     g.add_argument("--prediction-key", default="prediction", help="Key of the generated text.")
@@ -54,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--templates", nargs="+", default=None, help="Zero-shot prompt templates with {} (aligned models).")
     m.add_argument("--device", default="cpu", help="Device of the slide encoder.")
+    m.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="Run Python code shipped in the model folder (auto_map in its config). Only for folders you trust.",
+    )  # fmt: skip
     for s in (f, m):
         s.add_argument("--features", required=True, help="Folder of <slide_id>.safetensors features files.")
         s.add_argument("--labels", required=True, help="CSV / TSV / JSONL with slide_id,label[,split][,report].")
@@ -63,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         s.add_argument("--seed", type=int, default=0, help="Seed of generated splits, ABMIL and bootstrap.")
     for s in (c, g, v, f, m):
         s.add_argument("--out", help="Write the metrics as JSON here.")
+        s.add_argument("--overwrite", action="store_true", help="Replace the --out file if it exists.")
 
 
 @EVALUATORS.register("classifier")
@@ -136,7 +144,7 @@ def evaluate_slide_encoder(args: argparse.Namespace) -> tuple[dict[str, Any], st
     from reportkd.vlm.slide.evaluation import DEFAULT_TEMPLATES, encode_slides, load_labelled_slides
 
     loaded = load_labelled_slides(args.features, args.labels, seed=args.seed)
-    model = load_slide_model(args.model)
+    model = load_slide_model(args.model, trust_remote_code=args.trust_remote_code)
     tokens = args.abmil_input == "tokens" and "abmil" in args.probes
     enc = encode_slides(model, loaded["slides"], device=args.device, return_patches=tokens)
     model.to("cpu")
@@ -149,6 +157,11 @@ def evaluate_slide_encoder(args: argparse.Namespace) -> tuple[dict[str, Any], st
 
 
 def run(args: argparse.Namespace) -> int:
+    from ._classifier import check_outputs
+
+    # inputs that are not paths (an open_clip name, synthetic:n=600) never match a file
+    inputs = {f"--{k}": getattr(args, k, None) for k in ("model", "data", "predictions", "features", "labels")}
+    check_outputs({"--out": args.out}, inputs, overwrite=args.overwrite)
     results, table = EVALUATORS.get(args.kind)(args)
     print(table)
     if args.out:

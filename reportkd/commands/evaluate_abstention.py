@@ -9,7 +9,10 @@ Prints per model and task: labelled reports, accuracy, coverage and selective ac
 NLL and Brier, and a joint row (a report is right when every task is). Writes ``metrics.json``,
 ``risk_coverage.png`` (risk–coverage curves, baseline vs student when both are given, calibrated operating points
 marked) and ``reliability.png`` (reliability diagrams) into ``--out-dir``. Thresholds come from ``--thresholds`` or
-the model directory; temperatures stored with them are applied first. Nothing is written when an input is invalid.
+the model directory; temperatures stored with them are applied first. Nothing is written when an input is invalid:
+outputs are checked first (never an input; existing ones only with ``--overwrite``; a writable folder), models load
+safely (``--trust-remote-code`` / ``--allow-pickle`` to opt in), thresholds must match the model's weights (or the
+weights recorded in a predictions file), probabilities must be valid and every task needs labels.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ._classifier import add_data_arguments, get_predictions
+from ._classifier import (
+    add_data_arguments,
+    add_model_arguments,
+    add_overwrite_argument,
+    check_outputs,
+    get_predictions,
+)
+
+OUTPUT_FILES = ("metrics.json", "risk_coverage.png", "reliability.png")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,12 +46,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--baseline-name", default="baseline", help="Name of the baseline in tables and plots.")
     p.add_argument("--data", help="Labelled reports for the model(s) given as directories.")
     p.add_argument("--out-dir", default="abstention-eval", help="Where metrics.json and the PNG plots go.")
+    add_overwrite_argument(p)
     p.add_argument("--n-bins", type=int, default=15, help="Confidence bins of ECE and the reliability diagrams.")
     p.add_argument(
         "--allow-other-weights", action="store_true",
-        help="Use thresholds calibrated for other weights with the same label maps.",
+        help="Use thresholds calibrated for other (or unknown) weights with the same label maps.",
+    )  # fmt: skip
+    p.add_argument(
+        "--assume-same-model", action="store_true",
+        help="With --model and --predictions: accept predictions that do not record which weights produced them.",
     )  # fmt: skip
     add_data_arguments(p)
+    add_model_arguments(p)
 
 
 def _evaluate(args: argparse.Namespace, model, predictions, thresholds) -> dict[str, Any]:
@@ -62,7 +79,10 @@ def _evaluate(args: argparse.Namespace, model, predictions, thresholds) -> dict[
     )
     th = clf.thresholds if clf is not None else None
     if clf is None and thresholds:
-        th = read_thresholds(thresholds, task_labels=preds.task_labels)
+        th = read_thresholds(
+            thresholds, task_labels=preds.task_labels, model_sha256=preds.model_sha256,
+            allow_other_weights=args.allow_other_weights,
+        )  # fmt: skip
     probs = preds.probs
     if th is not None and th.temperatures:
         probs = {t: apply_temperature(p, th.temperatures.get(t, 1.0)) for t, p in probs.items()}
@@ -115,6 +135,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n_bins < 1:
         raise ValueError(f"--n-bins must be >= 1, got {args.n_bins}.")
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out-dir {out} is a file; give a folder.")
+    inputs = {
+        "--data": args.data, "--model": args.model, "--predictions": args.predictions, "--thresholds": args.thresholds,
+        "--baseline-model": args.baseline_model, "--baseline-predictions": args.baseline_predictions,
+        "--baseline-thresholds": args.baseline_thresholds,
+    }  # fmt: skip
+    check_outputs([("--out-dir", out / name) for name in OUTPUT_FILES], inputs, overwrite=args.overwrite)
     results = {args.name: _evaluate(args, args.model, args.predictions, args.thresholds)}
     if args.baseline_model or args.baseline_predictions:
         if args.baseline_name == args.name:
@@ -140,7 +169,6 @@ def run(args: argparse.Namespace) -> int:
             unreached = [t for t, v in r["thresholds"]["thresholds"].items() if v > 1]
             if unreached:
                 print(f"{name}: target unreachable at calibration for {unreached}: coverage 0 (all abstain).")
-    out = Path(args.out_dir)
     targets = [r["thresholds"]["target_accuracy"] for r in results.values() if r["thresholds"]]
     rc = plot_risk_coverage(
         {n: r["_curves"] for n, r in results.items()},

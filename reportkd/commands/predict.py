@@ -11,8 +11,13 @@ Each output line is one report::
                "organ": {"label": "kidney", "prediction": "kidney", "probability": 0.998}}}
 
 ``label`` is the class or ``"abstain"`` (send to a human); ``auto_coded`` is true when every task is labelled. In joint
-mode a report is labelled for every task or for none. Reports with empty text get ``"skipped": "empty text"`` and
-abstain on every task. Summary counts are printed at the end.
+mode a report is labelled for every task or for none. Lines follow the input order; a report with empty text keeps
+its place, with ``"skipped": "empty text"``, and abstains on every task. Summary counts are printed at the end.
+
+Model loading is safe by default (no code from the model folder without ``--trust-remote-code``, safetensors only
+without ``--allow-pickle``). ``--out`` / ``--save-probs`` must not be inputs and are not replaced without
+``--overwrite``; they are checked before the model runs. ``--save-probs`` records the model's weights fingerprint,
+so thresholds calibrated on that file are bound to this model.
 """
 
 from __future__ import annotations
@@ -20,11 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from ._classifier import add_data_arguments, load_classifier, run_model
+from ._classifier import (
+    add_data_arguments,
+    add_model_arguments,
+    add_overwrite_argument,
+    check_outputs,
+    load_classifier,
+    model_options,
+    run_model,
+)
 
 ABSTAIN = "abstain"
 
@@ -36,28 +48,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", help="Thresholds file (default: MODEL_DIR/thresholds.json when present).")
     p.add_argument(
         "--allow-other-weights", action="store_true",
-        help="Use thresholds calibrated for other weights with the same label maps.",
+        help="Use thresholds calibrated for other (or unknown) weights with the same label maps.",
     )  # fmt: skip
     p.add_argument("--save-probs", help="Also save every class probability (.npz / .jsonl) for --predictions use.")
+    add_overwrite_argument(p)
     add_data_arguments(p)
+    add_model_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from reportkd.abstention import apply_temperature, apply_thresholds, save_predictions
+    from reportkd.abstention import THRESHOLDS_NAME, apply_temperature, apply_thresholds, save_predictions
     from reportkd.utils import atomic_path
 
-    for option in ("out", "save_probs"):
-        target = getattr(args, option)
-        if target and Path(target).is_dir():
-            raise ValueError(f"--{option.replace('_', '-')} {target} is a directory; give a file name.")
     if args.save_probs and not args.save_probs.lower().endswith((".npz", ".jsonl", ".jsonl.gz")):
         raise ValueError(f"--save-probs {args.save_probs}: use a .npz, .jsonl or .jsonl.gz file name.")
-    clf = load_classifier(
-        args.model, thresholds=args.thresholds or "auto", allow_other_weights=args.allow_other_weights
+    thresholds_in = args.thresholds or f"{args.model}/{THRESHOLDS_NAME}"
+    check_outputs(
+        {"--out": args.out, "--save-probs": args.save_probs},
+        {"--data": args.data, "--model": args.model, "--thresholds": thresholds_in},
+        overwrite=args.overwrite,
     )
+    clf = load_classifier(args.model, thresholds=args.thresholds or "auto", **model_options(args))
     result = run_model(clf, args.data, args, require_labels=False)
     preds = result.predictions
-    preds.check_finite()
+    preds.validate()
     th = clf.thresholds
     probs = preds.probs
     if th is not None and th.temperatures:
@@ -76,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
     conf = {t: probs[t].max(1) for t in tasks}
     every = np.all([accepted[t] for t in tasks], axis=0)
     with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for i, rid in enumerate(preds.ids):
+        for rid, i in result.order:  # input order; skipped reports keep their place
+            if i is None:
+                empty = {t: {"label": ABSTAIN, "prediction": None, "probability": None} for t in tasks}
+                f.write(json.dumps({"id": rid, "auto_coded": False, "skipped": "empty text", "tasks": empty}) + "\n")
+                continue
             row = {"id": rid, "auto_coded": bool(every[i]), "tasks": {}}
             for t in tasks:
                 name = clf.task_labels[t][int(pred[t][i])]
@@ -86,9 +104,6 @@ def run(args: argparse.Namespace) -> int:
                     "probability": round(float(conf[t][i]), 6),
                 }
             f.write(json.dumps(row) + "\n")
-        for rid in result.skipped_ids:
-            empty = {t: {"label": ABSTAIN, "prediction": None, "probability": None} for t in tasks}
-            f.write(json.dumps({"id": rid, "auto_coded": False, "skipped": "empty text", "tasks": empty}) + "\n")
     if args.save_probs:
         save_predictions(args.save_probs, preds)
     n, skipped = len(preds), len(result.skipped_ids)

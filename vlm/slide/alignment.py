@@ -319,7 +319,7 @@ class SlideReportModel(nn.Module):
 
         Args:
             save_dir: The folder.
-            trust_remote_code: For the hf text encoder (off by default).
+            trust_remote_code: Run code shipped in the folder (slide encoder and hf text encoder); off by default.
         """
         save_dir = Path(save_dir)
         config_path = save_dir / "alignment_config.json"
@@ -329,7 +329,7 @@ class SlideReportModel(nn.Module):
                 "slide encoder loads with AutoModel.from_pretrained / load_slide_model)."
             )
         config = json.loads(config_path.read_text())
-        slide = AutoModel.from_pretrained(save_dir, use_safetensors=True)
+        slide = AutoModel.from_pretrained(save_dir, use_safetensors=True, trust_remote_code=trust_remote_code)
         text = TEXT_ENCODERS.get(config["text_backend"]).load(
             str(save_dir / "text_encoder"), trust_remote_code=trust_remote_code
         )
@@ -342,14 +342,19 @@ class SlideReportModel(nn.Module):
         return model
 
 
-def load_slide_model(path: str | Path) -> SlideEncoderModel | SlideReportModel:
-    """A :class:`SlideReportModel` folder or a plain saved :class:`SlideEncoderModel` (``AutoModel``)."""
+def load_slide_model(path: str | Path, *, trust_remote_code: bool = False) -> SlideEncoderModel | SlideReportModel:
+    """A :class:`SlideReportModel` folder or a plain saved :class:`SlideEncoderModel` (``AutoModel``).
+
+    Args:
+        path: The folder.
+        trust_remote_code: Run code shipped in the folder (``auto_map``); off by default, so it is never run.
+    """
     path = Path(path)
     if (path / "alignment_config.json").is_file():
-        return SlideReportModel.from_pretrained(path)
+        return SlideReportModel.from_pretrained(path, trust_remote_code=trust_remote_code)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} holds neither a slide encoder (config.json) nor a slide-report model "
             "(alignment_config.json); save one with save_pretrained."
         )
-    return AutoModel.from_pretrained(path, use_safetensors=True)
+    return AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
