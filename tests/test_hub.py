@@ -14,6 +14,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, Mo
 
 from reportkd.abstention import Calibration, Threshold
 from reportkd.hub import (
+    MODEL_FILES,
     MODEL_KINDS,
     DistillationInfo,
     ModelKind,
@@ -163,7 +164,7 @@ def test_hub_push_creates_a_private_repo_and_commits_exactly_the_model_files(fol
     out, _ = folders
     monkeypatch.setenv("HF_ENDPOINT", "http://hub.hospital.test")
     hub = FakeHub(monkeypatch, existing=[".gitattributes", "model.safetensors", "adapter_config.json"])
-    result = push_to_hub(out["causal_lm"], "org/skd-student")
+    result = push_to_hub(out["causal_lm"], "org/skd-student", delete_missing=True)
     (_, endpoint, token, repo_id, kw) = hub.calls[0]
     assert (endpoint, token, repo_id) == ("http://hub.hospital.test", None, "org/skd-student")
     assert kw["private"] is True and kw["exist_ok"] is True
@@ -172,8 +173,9 @@ def test_hub_push_creates_a_private_repo_and_commits_exactly_the_model_files(fol
     expected = ["README.md", "config.json", "distillation.json", "eval_results.json", "generation_config.json",
                 "model.safetensors", "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
     assert sorted(added) == expected
-    # a stale adapter in the repository would make loaders treat the model as an adapter: it is deleted
+    # asked to mirror the folder: a stale adapter (loaders would take the model for an adapter) is deleted
     assert [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)] == ["adapter_config.json"]
+    assert result.plan.deletions == ["adapter_config.json"]
     assert added["model.safetensors"].path_or_fileobj == str(out["causal_lm"] / "model.safetensors")
     card = ModelCard(added["README.md"].path_or_fileobj.decode())
     assert card.data.library_name == "transformers" and card.data.base_model == "org/base-lm"
@@ -181,14 +183,23 @@ def test_hub_push_creates_a_private_repo_and_commits_exactly_the_model_files(fol
     assert {r.metric_type for r in card.data.eval_results} == {"field_accuracy", "rougeL", "bleu", "accuracy_organ"}
     assert "Xu et al. Speculative Knowledge Distillation" in card.text and "org/teacher-lm" in card.text
     assert result.private is True and result.endpoint == "http://hub.hospital.test" and result.commit_url
-    assert "training_args.bin" in result.plan.skipped and "completions.jsonl" in result.plan.skipped
+    assert "training_args.bin" in result.plan.left_out and "completions.jsonl" in result.plan.left_out
+
+
+def test_hub_push_deletes_nothing_unless_asked(folders, monkeypatch):
+    out, _ = folders
+    hub = FakeHub(monkeypatch, existing=[".gitattributes", "model.safetensors", "adapter_config.json", "notes.md"])
+    result = push_to_hub(out["causal_lm"], "org/skd-student")
+    assert not [op for op in hub.commit()[4] if isinstance(op, CommitOperationDelete)] and result.plan.deletions == []
+    plan = push_to_hub(out["causal_lm"], "org/skd-student", dry_run=True, delete_missing=True).plan
+    assert plan.deletions == ["adapter_config.json", "notes.md"] and "x notes.md" in plan.describe()
 
 
 def test_endpoint_and_token_arguments_win_and_public_is_explicit(folders, monkeypatch):
     out, _ = folders
     monkeypatch.setenv("HF_ENDPOINT", "http://env.test")
     hub = FakeHub(monkeypatch)
-    push_to_hub(out["mtcnn"], "org/m", endpoint="http://arg.test/", token="hf_x", private=False, prune=False,
+    push_to_hub(out["mtcnn"], "org/m", endpoint="http://arg.test/", token="hf_x", private=False,
                 commit_message="v1")  # fmt: skip
     assert hub.calls[0][1:4] == ("http://arg.test", "hf_x", "org/m") and hub.calls[0][4]["private"] is False
     assert hub.commit()[5]["commit_message"] == "v1"
@@ -235,15 +246,17 @@ def test_mtcnn_local_hub_round_trip_with_thresholds_and_a_replacing_re_push(fold
     assert "doi.org/10.1093/jamiaopen/ooac075" in card.text and "kidney, lung, brain, other" in card.text
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-classification"
     assert card.data.license == "other" and card.data.eval_results[0].metric_name == "organ accuracy"
-    # re-push without the thresholds: the repository is replaced, not merged, and no temporary folder is left
+    # re-push without the thresholds: kept in the repository unless --delete-missing; no temporary folder is left
     (out["mtcnn"] / "thresholds.json").rename(tmp_path / "thresholds.json")
     try:
         push_to_hub(out["mtcnn"], "org/mtcnn-student", local_hub=hub, license="apache-2.0")
+        assert (repo / "thresholds.json").is_file()
+        assert ModelCard.load(repo / "README.md").data.license == "apache-2.0"
+        result = push_to_hub(out["mtcnn"], "org/mtcnn-student", local_hub=hub, delete_missing=True)
     finally:
         (tmp_path / "thresholds.json").rename(out["mtcnn"] / "thresholds.json")
-    assert not (repo / "thresholds.json").exists() and sorted(p.name for p in (hub / "org").iterdir()) == [
-        "mtcnn-student"]  # fmt: skip
-    assert ModelCard.load(repo / "README.md").data.license == "apache-2.0"
+    assert result.plan.deletions == ["thresholds.json"] and not (repo / "thresholds.json").exists()
+    assert sorted(p.name for p in (hub / "org").iterdir()) == ["mtcnn-student"]
 
 
 @pytest.mark.parametrize("name", ["causal_lm", "lora"])
@@ -293,19 +306,19 @@ def test_trainer_push_to_hub_saves_records_provenance_and_writes_the_local_hub(t
     from transformers import AutoModel
 
     from reportkd.data import ReportCollator
-    from reportkd.trainer import DistillationConfig, DistillationTrainer
+    from reportkd.text.mtcnn import MtCNNDistillationConfig, MtCNNDistillationTrainer
 
     model, tok = make_mtcnn(tmp_path / "seed", with_thresholds=False)
     g = torch.Generator().manual_seed(0)
     rows = [{"input_ids": torch.randint(2, len(tok), (6,), generator=g).tolist(), "labels": [i % 4, 1],
              "teacher_probs": {"organ": [0.7, 0.1, 0.1, 0.1], "grade": [0.25] * 4}} for i in range(8)]  # fmt: skip
-    args = DistillationConfig(
+    args = MtCNNDistillationConfig(
         output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4, report_to="none", use_cpu=True,
         save_strategy="steps", save_steps=1, disable_tqdm=True, alpha=0.5, push_to_hub=True,
         hub_model_id="org/trained", hub_local_dir=str(tmp_path / "hub"),
     )  # fmt: skip
     assert args.hub_private_repo is True  # private unless asked
-    trainer = DistillationTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+    trainer = MtCNNDistillationTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                   data_collator=ReportCollator(min_length=3), processing_class=tok)  # fmt: skip
     assert trainer.hub_model_id == "org/trained"  # no repository created anywhere for a local hub
     trainer.train()
@@ -351,7 +364,7 @@ def test_each_kind_is_detected_and_unknown_or_pickle_only_folders_are_refused(fo
     (pickled / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(ValueError, match="re-save with safetensors"):
         plan_upload(pickled, "org/p")
-    with pytest.raises(ValueError, match="pickle-based files are never uploaded"):
+    with pytest.raises(ValueError, match="Refusing to upload training_args.bin .*pickle-based file"):
         plan_upload(out["causal_lm"], "org/p", include=["*.bin"])
     with pytest.raises(ValueError, match="Invalid repository id"):
         plan_upload(out["mtcnn"], "org/bad name")
@@ -372,9 +385,10 @@ def test_a_new_kind_is_one_registration_and_uses_the_slide_encoder_template(tmp_
                 "load_code": "model = SlideEncoder.from_pretrained(PATH)"}  # fmt: skip
 
     kind = ModelKind(
-        name="test_slide_encoder", title="Slide encoder", template="slide_encoder.md", collect=collect,
+        name="test_slide_encoder", title="Slide encoder", card_template="slide_encoder.md", card_context=collect,
         detect=lambda path: (path / "slide_encoder_config.json").is_file(), library_name="pytorch",
-        pipeline_tag="feature-extraction", required=("*.safetensors",),
+        files=(*MODEL_FILES, "slide_encoder_config.json"), pipeline_tag="feature-extraction",
+        required=("*.safetensors",),
     )  # fmt: skip
     register_model_kind(kind)
     try:
@@ -384,8 +398,10 @@ def test_a_new_kind_is_one_registration_and_uses_the_slide_encoder_template(tmp_
         card = render_card(folder, "org/slide")
         assert "Parameters | 128" in card.text and "SlideEncoder.from_pretrained" in card.text
         assert card.data.pipeline_tag == "feature-extraction" and all(s in card.text for s in SECTIONS)
-        push_to_hub(folder, "org/slide", local_hub=tmp_path / "hub")
+        (folder / "notes.json").write_text("{}")  # not declared by the kind: left out
+        result = push_to_hub(folder, "org/slide", local_hub=tmp_path / "hub")
         assert (tmp_path / "hub" / "org" / "slide" / "slide_encoder_config.json").is_file()
+        assert "notes.json" in result.plan.left_out and "notes.json" not in result.files
     finally:
         MODEL_KINDS._items.pop("test_slide_encoder")
 
@@ -404,5 +420,4 @@ def test_card_only_writes_the_card_and_no_card_keeps_it(folders, tmp_path, capsy
     readme.write_text(readme.read_text() + "\nEdited by the data owner.\n")
     assert main(["push", str(folder), "--repo-id", "org/c", "--local-hub", str(tmp_path / "hub"), "--no-card"]) == 0
     assert "Edited by the data owner." in (tmp_path / "hub" / "org" / "c" / "README.md").read_text()
-    with pytest.raises(SystemExit):  # mutually exclusive
-        main(["push", str(folder), "--repo-id", "org/c", "--card-only", "--no-card"])
+    assert main(["push", str(folder), "--repo-id", "org/c", "--card-only", "--no-card"]) == 2  # mutually exclusive

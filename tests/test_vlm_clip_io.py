@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 from reportkd.vlm.clip.data import CLIPCollator, image_tiles, load_image_text_dataset
-from reportkd.vlm.clip.model_card import render_model_card
 from reportkd.vlm.clip.models import count_flops, load_open_clip, save_open_clip
 from reportkd.vlm.evaluation import (
     build_zero_shot_classifier,
@@ -28,10 +27,15 @@ WSI = REPO.parent / "shared" / "data" / "wsi"
 
 def test_save_in_hub_format_loads_back_in_open_clip(tmp_path):
     student, _ = bundles(teacher=None)
-    card = render_model_card(model_name="tiny", student=STUDENT, teacher="some-teacher", losses={"clip_fd": 2.0},
-                             dataset="synthetic", metrics={"i2t_R@1": 0.5}, command="python x.py")  # fmt: skip
-    out = save_open_clip(student.model, tmp_path / "hub", model_cfg=student.model_cfg, model_card=card)
-    assert {p.name for p in out.iterdir()} == {"open_clip_config.json", "open_clip_model.safetensors", "README.md"}
+    from reportkd.hub import DistillationInfo, write_card
+
+    out = save_open_clip(student.model, tmp_path / "hub", model_cfg=student.model_cfg)
+    DistillationInfo.from_run("clip_kd", teachers=["some-teacher"], training_data="synthetic", losses={"clip_fd": 2.0},
+                              hyperparameters={"student architecture": STUDENT}, command="python x.py").save(out)
+    (out / "eval_results.json").write_text(json.dumps({"i2t_R@1": 0.5}))
+    write_card(out, "ORG/tiny")
+    assert {p.name for p in out.iterdir()} == {"open_clip_config.json", "open_clip_model.safetensors", "README.md",
+                                               "distillation.json", "eval_results.json"}  # fmt: skip
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
     pixels, ids = torch.randn(2, 3, 32, 32), tokenizer(["a", "b"])

@@ -15,12 +15,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry
+from .kinds import ModelKind, get_model_kind
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
 
 DISTILLATION_NAME = "distillation.json"
 DISTILLATION_FORMAT = "reportkd.distillation.v1"
@@ -149,6 +153,37 @@ class DistillationInfo:
     def __post_init__(self) -> None:
         self.teachers = [str(t) for t in self.teachers if t]
 
+    @classmethod
+    def from_run(
+        cls,
+        method: str | None,
+        *,
+        teachers: Iterable[str | None] = (),
+        training_data: str | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        losses: Mapping[str, float] | None = None,
+        **fields: Any,
+    ) -> DistillationInfo:
+        """The provenance of a training run, checked now (an unknown method fails before training ends).
+
+        The one builder behind the trainers' ``distillation_info()`` and the recipes' ``distillation.json``.
+
+        Args:
+            method: Key of a registered :class:`Method`.
+            teachers: Teacher names or paths (None entries are dropped: a run without a teacher).
+            training_data: What the model was trained on, in words.
+            hyperparameters: Settings worth reporting, in the card's order.
+            losses: Loss name → weight; the active (non-zero) ones are recorded after ``hyperparameters`` as
+                ``"loss <name>"``.
+            **fields: Other :class:`DistillationInfo` fields (``eval_data``, ``command``, ``base_model``…).
+        """
+        hp = dict(hyperparameters or {})
+        hp.update({f"loss {name}": weight for name, weight in (losses or {}).items() if weight})
+        info = cls(method=method, teachers=[t for t in teachers if t], training_data=training_data,
+                   hyperparameters=hp, **fields)  # fmt: skip
+        info.check()
+        return info
+
     def check(self) -> None:
         """Raises if ``method`` is not a registered method (checked when saving; loading tolerates it)."""
         if self.method is not None and self.method not in METHODS:
@@ -270,32 +305,33 @@ def flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]
     return out
 
 
-def context_from_info(
-    info: DistillationInfo,
-    metrics: Mapping[str, Any],
-    repo_id: str,
-    kind_title: str,
-    parameters: int | None = None,
-) -> dict[str, Any]:
-    """Template variables every card uses.
+def card_context(folder: str | Path, repo_id: str, kind: ModelKind, license: str | None = None) -> dict[str, Any]:
+    """The template variables of a saved folder: the common ones and the kind's own.
+
+    Common: ``model_name``, ``repo_id``, ``kind_title``, ``method``, ``teachers``, ``base_model``,
+    ``training_data``, ``eval_data``, ``datasets``, ``hyperparameters`` / ``hp_rows``, ``command``, ``metrics`` /
+    ``metric_rows``, ``parameters``, ``license``, ``reportkd_version``, ``fmt``; from ``distillation.json``,
+    ``eval_results.json`` and the weights' headers.
 
     Args:
-        info: The model's provenance.
-        metrics: Its evaluation results (flat, or nested per task).
+        folder: The saved model folder.
         repo_id: The repository named in the card.
-        kind_title: What the card calls the model kind.
-        parameters: Parameter count.
+        kind: The model kind.
+        license: Licence in the front matter (default: ``distillation.json``'s, else ``other``).
     """
     from .. import __version__
 
+    folder = Path(folder)
+    info = DistillationInfo.load(folder) or DistillationInfo()
+    metrics = read_optional_json(folder, EVAL_RESULTS_NAME) or {}
     method = None
     if info.method:  # a method this version does not know is shown by its key
         method = METHODS.get(info.method) if info.method in METHODS else Method(info.method)
     hp_rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else fmt(v)) for k, v in info.hyperparameters.items()]
-    return {
+    ctx: dict[str, Any] = {
         "model_name": repo_id.split("/")[-1],
         "repo_id": repo_id,
-        "kind_title": kind_title,
+        "kind_title": kind.title,
         "method": asdict(method) if method else None,
         "method_key": info.method,
         "teachers": info.teachers,
@@ -308,18 +344,73 @@ def context_from_info(
         "command": info.command,
         "metrics": dict(metrics),
         "metric_rows": [(k, fmt(v)) for k, v in flat_metrics(metrics).items()],
-        "parameters": format_parameters(parameters),
+        "parameters": format_parameters(count_safetensors_parameters(folder)),
         "license": info.license or DEFAULT_LICENSE,
         "reportkd_version": __version__,
         "fmt": fmt,
     }
+    ctx.update(kind.card_context(folder, ctx) if kind.card_context else {})
+    ctx["license"] = license or ctx["license"]
+    ctx["hub_base_model"] = hub_id(ctx.get("base_model"))
+    return ctx
 
 
-def common_context(folder: Path, repo_id: str, kind_title: str) -> dict[str, Any]:
-    """:func:`context_from_info` of a saved folder: ``distillation.json``, ``eval_results.json``, the weights."""
-    info = DistillationInfo.load(folder) or DistillationInfo()
-    metrics = read_optional_json(folder, EVAL_RESULTS_NAME) or {}
-    return context_from_info(info, metrics, repo_id, kind_title, count_safetensors_parameters(folder))
+def render_card(
+    folder: str | Path, repo_id: str, *, kind: str | ModelKind | None = None, license: str | None = None
+) -> ModelCard:
+    """The model card of a saved folder, rendered from its kind's template: the one card renderer, used by
+    ``reportkd push``, the trainers' ``push_to_hub`` / ``create_model_card`` and the recipes (via :func:`write_card`).
+
+    Args:
+        folder: The saved model folder.
+        repo_id: The repository it is pushed to (``org/name``), used in the card's loading examples.
+        kind: The model kind (detected when None).
+        license: Licence in the front matter (default: ``distillation.json``'s, else ``other``).
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from ..cards import template_path
+
+    kind = get_model_kind(kind, folder)
+    ctx = card_context(folder, repo_id, kind, license)
+    dataset = (ctx["datasets"] or ["held-out split"])[0]
+    eval_results = ctx.get("eval_results")
+    if eval_results is None and kind.eval_task_type:
+        eval_results = eval_results_for(
+            ctx["metrics"], task_type=kind.eval_task_type, dataset=dataset, names=kind.metric_filter
+        )
+    tags = [*BASE_TAGS, *kind.tags, *ctx.get("tags", []), *([ctx["method_key"]] if ctx["method_key"] else [])]
+    card_data = ModelCardData(
+        license=ctx["license"],
+        library_name=ctx.get("library_name", kind.library_name),
+        pipeline_tag=ctx.get("pipeline_tag", kind.pipeline_tag),
+        tags=list(dict.fromkeys(tags)),
+        base_model=ctx["hub_base_model"],
+        datasets=[d for d in ctx["datasets"] if hub_id(d)] or None,
+        model_name=ctx["model_name"] if eval_results else None,
+        eval_results=eval_results or None,
+    )
+    return ModelCard.from_template(card_data, template_path=str(template_path(kind.card_template)), **ctx)
+
+
+def write_card(
+    folder: str | Path, repo_id: str, *, kind: str | ModelKind | None = None, license: str | None = None
+) -> Path:
+    """Renders the model card into ``folder/README.md`` (review or edit it, then push with ``card=False``).
+
+    Args:
+        folder: The saved model folder.
+        repo_id: The repository it will be pushed to (used in the loading examples).
+        kind: Model kind (detected when None).
+        license: Licence in the front matter.
+    """
+    from ..utils import atomic_path
+
+    card = render_card(folder, repo_id, kind=kind, license=license)
+    path = Path(folder) / "README.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(str(card), encoding="utf-8")
+    return path
 
 
 def eval_results_for(

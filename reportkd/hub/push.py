@@ -1,19 +1,20 @@
 """Push a saved model folder with its model card to a hub, a self-hosted endpoint or a local hub directory.
 
-What is uploaded is decided file by file (:func:`plan_upload`): the folder's top-level model files (safetensors
-weights, JSON configs, tokenizer files), a ``README.md`` model card rendered from the kind's template, and nothing
-else. Pickle files (``*.bin``, ``*.pt``, ``training_args.bin``…), checkpoints, logs and data-like files
-(``*.jsonl``, ``*.csv``, predictions, soft labels: they may hold report text) are skipped and listed with the reason;
-``include`` adds files explicitly.
+What is uploaded is decided file by file (:func:`plan_upload`, rules in :mod:`reportkd.hub.files`): the files the
+model kind declares (its allow-list: safetensors weights, configs, tokenizer files, ``thresholds.json``,
+``distillation.json``, ``eval_results.json``, declared subfolders), a ``README.md`` card rendered from the kind's
+template, and nothing else. Everything left out is listed with the reason (a WARNING on push, the listing on
+``dry_run``). Secret-looking names, pickle files and symlinks leading outside the folder are never uploaded;
+data-like files (reports, predictions, ``*.jsonl``…) only when ``include`` names them exactly. A push never deletes
+files of the destination unless ``delete_missing=True``.
 
 The endpoint is ``endpoint``, else ``$HF_ENDPOINT``, else huggingface.co; the token is ``token``, else the standard
 ``huggingface_hub`` lookup (``$HF_TOKEN``, then ``hf auth login``). A local hub is a directory holding
-``<org>/<name>/`` folders with exactly the files a hub repository would get; ``from_pretrained`` loads them.
+``<org>/<name>/`` folders with the files a hub repository would get; ``from_pretrained`` loads them.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import shutil
@@ -25,49 +26,52 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from .kinds import ModelKind, get_model_kind, render_card
+from .cards import render_card
+from .files import README, is_pickle_name, resolve_inside, select_files
+from .kinds import ModelKind, get_model_kind, matches
 
 logger = logging.getLogger(__name__)
 
-README = "README.md"
-MODEL_FILE_PATTERNS = ("*.safetensors", "*.json", "*.txt", "*.model", "*.tiktoken", README)
-PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib", "*.npy", "*.npz")
-# JSON files that are logs or may carry report text, not model files
-NOT_MODEL_FILES = ("trainer_state.json", "results.json", "all_results.json", "train_results.json",
-                   "soft_labels*", "completions*", "predictions*")  # fmt: skip
+KEEP_REMOTE = (".gitattributes",)  # never deleted, even with delete_missing
 
 
 @dataclass
 class UploadPlan:
-    """What a push would upload.
+    """What a push uploads, leaves out and deletes; the dry run prints exactly this.
 
     Args:
         folder: The model folder.
         repo_id: Target repository (``org/name``).
         kind: The model kind's name.
-        files: Folder files uploaded (relative paths, sorted); ``README.md`` is listed when it is the card.
-        skipped: Folder entries not uploaded → why.
+        files: Paths uploaded (relative, sorted); ``README.md`` is the generated card when ``card`` is set.
+        left_out: Folder entries not uploaded → why (``dir/`` for a folder left out whole).
         card: The generated card (uploaded as ``README.md``), or None when the folder's own README is kept.
+        deletions: Destination files this push deletes (only with ``delete_missing``).
     """
 
     folder: Path
     repo_id: str
     kind: str
     files: list[str]
-    skipped: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
     card: ModelCard | None = None
+    deletions: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        """A human-readable listing (the ``--dry-run`` output)."""
-        lines = [f"{self.folder} ({self.kind}) → {self.repo_id}: {len(self.files)} file(s)"]
+        """A human-readable listing: ``+`` uploaded, ``-`` left out, ``x`` deleted (the ``--dry-run`` output)."""
+        lines = [f"{self.folder} ({self.kind}) → {self.repo_id}: {len(self.files)} file(s) to upload"]
         for name in self.files:
             if name == README and self.card is not None:
                 size = "generated model card" + (", replaces the folder's" if (self.folder / README).exists() else "")
             else:
                 size = _size(self.folder / name)
             lines.append(f"  + {name}  ({size})")
-        for name, why in sorted(self.skipped.items()):
-            lines.append(f"  - {name}  (skipped: {why})")
+        if self.left_out:
+            lines.append(f"Left out: {len(self.left_out)}")
+            lines += [f"  - {name}  ({why})" for name, why in self.left_out.items()]
+        if self.deletions:
+            lines.append(f"Deleted from the destination (--delete-missing): {len(self.deletions)}")
+            lines += [f"  x {name}" for name in self.deletions]
         return "\n".join(lines)
 
 
@@ -138,10 +142,6 @@ def _size(path: Path) -> str:
     return ""
 
 
-def _matches(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in patterns)
-
-
 def plan_upload(
     folder: str | os.PathLike,
     repo_id: str,
@@ -151,61 +151,34 @@ def plan_upload(
     include: Sequence[str] = (),
     license: str | None = None,
 ) -> UploadPlan:
-    """Decides what a push uploads (see the module docstring) and renders the card.
+    """Decides what a push uploads (rules in :mod:`reportkd.hub.files`) and renders the card.
 
     Args:
         folder: The saved model folder.
         repo_id: Target repository (``org/name``).
         kind: Model kind (detected when None).
         card: Generate ``README.md`` from the kind's template (False: keep the folder's own README, if any).
-        include: Extra glob patterns (relative to the folder, may reach into subfolders) to upload as well.
+        include: Extra paths or glob patterns, relative to the folder (data-like files: exact paths only).
         license: Licence in the card's front matter (overrides ``distillation.json``).
     """
     folder = Path(folder)
     check_repo_id(repo_id)
     kind = get_model_kind(kind, folder)
-    files, skipped = [], {}
-    for entry in sorted(folder.iterdir()):
-        name = entry.name
-        if entry.is_dir():
-            skipped[name + "/"] = "folder (checkpoints, logs, outputs); upload it with include= if needed"
-        elif name.startswith("."):
-            skipped[name] = "hidden file"
-        elif _matches(name, PICKLE_PATTERNS):
-            skipped[name] = "pickle-based file; only safetensors weights are uploaded"
-        elif _matches(name, NOT_MODEL_FILES) or not _matches(name, MODEL_FILE_PATTERNS):
-            skipped[name] = "not a model file (may hold data); pass include= to upload it"
-        elif name == README and card:
-            continue  # replaced by the generated card (keep it with card=False / --no-card)
-        else:
-            files.append(name)
-    for pattern in include:
-        matched = [p for p in folder.glob(pattern) if p.is_file()]
-        if not matched:
-            raise FileNotFoundError(f"include pattern {pattern!r} matches no file in {folder}.")
-        for path in matched:
-            rel = path.relative_to(folder).as_posix()
-            if _matches(path.name, PICKLE_PATTERNS):
-                raise ValueError(f"Refusing to upload {rel}: pickle-based files are never uploaded (use safetensors).")
-            if rel not in files:
-                files.append(rel)
-            skipped.pop(rel, None)
-    for pattern in kind.include:  # the kind's optional extras (e.g. a text encoder subfolder)
-        for path in sorted(p for p in folder.glob(pattern) if p.is_file() and not _matches(p.name, PICKLE_PATTERNS)):
-            rel = path.relative_to(folder).as_posix()
-            if rel not in files:
-                files.append(rel)
-            skipped.pop(rel.split("/")[0] + "/", None)
+    selection = select_files(folder, kind, include)
+    files = [f for f in selection.files if not (card and f == README)]
     for pattern in kind.required:
-        if not any(fnmatch.fnmatch(f, pattern) for f in files):
-            pickled = [n for n in skipped if _matches(n, PICKLE_PATTERNS)]
+        if not any(matches(f, pattern) for f in files):
+            pickled = [n for n in selection.left_out if is_pickle_name(n)]
             hint = f" It has pickle weights {pickled}: re-save with safetensors." if pickled else ""
+            linked = [n for n in selection.left_out if n.startswith(pattern.split("*")[0]) and "symlink" in
+                      selection.left_out[n]]  # fmt: skip
+            hint += f" {linked} are symlinks leaving the folder: copy the files in (cp -L)." if linked else ""
             raise ValueError(f"{folder} has no file matching {pattern!r}, which a {kind.name} model needs.{hint}")
     rendered = None
     if card:
         rendered = render_card(folder, repo_id, kind=kind, license=license)
         files.append(README)
-    return UploadPlan(folder, repo_id, kind.name, sorted(set(files)), skipped, rendered)
+    return UploadPlan(folder, repo_id, kind.name, sorted(set(files)), selection.left_out, rendered)
 
 
 def push_to_hub(
@@ -223,7 +196,7 @@ def push_to_hub(
     include: Sequence[str] = (),
     license: str | None = None,
     revision: str | None = None,
-    prune: bool = True,
+    delete_missing: bool = False,
 ) -> PushResult:
     """Uploads a saved model folder with a generated model card (see the module docstring).
 
@@ -233,30 +206,55 @@ def push_to_hub(
         private: Create the repository private (the default; has no effect on an existing repository).
         token: Hub token; None uses ``$HF_TOKEN`` or the ``hf auth login`` token.
         endpoint: Hub URL (self-hosted); None uses ``$HF_ENDPOINT``, else huggingface.co.
-        local_hub: Write ``<local_hub>/<org>/<name>/`` instead of uploading (replacing an earlier push).
-        dry_run: Only plan: nothing is created, written or uploaded.
+        local_hub: Write ``<local_hub>/<org>/<name>/`` instead of uploading.
+        dry_run: Only plan: nothing is created, written, uploaded or deleted (``result.plan.describe()``).
         commit_message: Commit message (default: ``"Upload <kind> model with reportkd"``).
         kind: Model kind (detected when None).
         card: Generate ``README.md`` from the template (False: upload the folder's own README, if any).
-        include: Extra glob patterns of files to upload.
+        include: Extra paths or glob patterns to upload (see :func:`plan_upload`).
         license: Licence in the card's front matter.
         revision: Branch to commit to (hub only).
-        prune: Delete files of an existing hub repository that this push does not upload, so the repository
-            mirrors the folder as a local hub push does (``.gitattributes`` is kept).
+        delete_missing: Delete the destination's files that this push does not upload, so it mirrors the upload
+            (``.gitattributes`` is kept). Off by default: a push only adds and replaces files.
     """
     plan = plan_upload(folder, repo_id, kind=kind, card=card, include=include, license=license)
+    if delete_missing:
+        existing = _local_files(local_repo_path(local_hub, repo_id)) if local_hub is not None else _remote_files(
+            repo_id, endpoint=endpoint, token=token, revision=revision)  # fmt: skip
+        plan.deletions = sorted(set(existing) - set(plan.files) - set(KEEP_REMOTE))
     if dry_run:
         where = str(local_repo_path(local_hub, repo_id)) if local_hub else f"{_endpoint_url(endpoint)}/{repo_id}"
         return PushResult(repo_id, where, plan.files, None if local_hub else private, True,
                           None if local_hub else resolve_endpoint(endpoint), plan=plan)  # fmt: skip
+    if plan.left_out:
+        logger.warning("%s: left out %d file(s) a %s model does not declare: %s", plan.folder, len(plan.left_out),
+                       plan.kind, "; ".join(f"{n} ({why})" for n, why in plan.left_out.items()))  # fmt: skip
     if local_hub is not None:
         target = write_local_hub(plan, local_hub)
         return PushResult(repo_id, str(target), plan.files, None, False, None, plan=plan)
-    return _upload(plan, private=private, token=token, endpoint=endpoint, revision=revision, prune=prune,
+    return _upload(plan, private=private, token=token, endpoint=endpoint, revision=revision,
                    commit_message=commit_message or f"Upload {plan.kind} model with reportkd")  # fmt: skip
 
 
-def _upload(plan: UploadPlan, *, private, token, endpoint, revision, prune, commit_message) -> PushResult:
+def _source(plan: UploadPlan, name: str) -> Path:
+    """The file to read for ``name``, checked again now: it must still resolve inside the folder."""
+    path = resolve_inside(plan.folder, name)
+    if path is None:
+        raise ValueError(f"{plan.folder / name} changed since the upload was planned (now missing or a symlink "
+                         "leaving the folder); push again.")  # fmt: skip
+    return path
+
+
+def _remote_files(repo_id: str, *, endpoint, token, revision) -> list[str]:
+    from huggingface_hub.utils import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return hub_api(endpoint=endpoint, token=token).list_repo_files(repo_id, repo_type="model", revision=revision)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return []
+
+
+def _upload(plan: UploadPlan, *, private, token, endpoint, revision, commit_message) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     api = hub_api(endpoint=endpoint, token=token)
@@ -267,11 +265,8 @@ def _upload(plan: UploadPlan, *, private, token, endpoint, revision, prune, comm
         if name == README and plan.card is not None:
             operations.append(CommitOperationAdd(path_in_repo=README, path_or_fileobj=str(plan.card).encode()))
         else:
-            operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(plan.folder / name)))
-    if prune:
-        existing = api.list_repo_files(repo_id, repo_type="model", revision=revision)
-        stale = sorted(set(existing) - set(plan.files) - {".gitattributes"})
-        operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
+            operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(_source(plan, name))))
+    operations += [CommitOperationDelete(path_in_repo=name) for name in plan.deletions]
     info = api.create_commit(repo_id, operations, commit_message=commit_message, repo_type="model", revision=revision)
     logger.info("pushed %d file(s) to %s", len(plan.files), url)
     return PushResult(repo_id, str(url), plan.files, private, False, api.endpoint,
@@ -279,29 +274,65 @@ def _upload(plan: UploadPlan, *, private, token, endpoint, revision, prune, comm
 
 
 def local_repo_path(local_hub: str | os.PathLike, repo_id: str) -> Path:
-    """``<local_hub>/<org>/<name>``: where a local hub keeps ``repo_id``."""
+    """``<local_hub>/<org>/<name>``: where a local hub keeps ``repo_id`` (refused if it resolves elsewhere)."""
     check_repo_id(repo_id)
-    return Path(local_hub).joinpath(*repo_id.split("/"))
+    root = Path(local_hub).resolve()
+    target = root.joinpath(*repo_id.split("/"))
+    if not target.resolve().is_relative_to(root) or target.resolve() == root:
+        raise ValueError(f"Repository {repo_id!r} resolves outside the local hub {root}; pick another repo id.")
+    return target
+
+
+def _local_files(target: Path) -> list[str]:
+    if not target.is_dir():
+        return []
+    out = []
+    for dirpath, _, filenames in os.walk(target, followlinks=False):
+        base = Path(dirpath).relative_to(target)
+        out += [(base / f).as_posix() for f in filenames]
+    return sorted(out)
+
+
+def _inside(root: Path, name: str) -> Path:
+    dest = root / name
+    if not dest.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"Refusing to write {name!r}: it resolves outside the repository folder {root}.")
+    return dest
 
 
 def write_local_hub(plan: UploadPlan, local_hub: str | os.PathLike) -> Path:
-    """Writes the planned files to ``<local_hub>/<org>/<name>/``, replacing an earlier push.
+    """Writes the planned files to ``<local_hub>/<org>/<name>/`` (keeping its other files unless ``plan.deletions``
+    lists them).
 
-    The files are copied into a temporary folder beside the target, which is then renamed into place (the earlier
-    folder is renamed away first): the repository folder is never half-written, and a crash leaves at most a hidden
-    ``.<name>.tmp-*`` or ``.<name>.old-*`` folder beside it.
+    The new repository folder is assembled in a temporary folder beside the target (files kept from the earlier
+    push are hard-linked, or copied), then renamed into place: the repository is never half-written, and a crash
+    leaves at most a hidden ``.<name>.tmp-*`` or ``.<name>.old-*`` folder beside it. Nothing is written outside
+    the repository folder.
+
+    Args:
+        plan: The upload plan.
+        local_hub: The local hub directory.
     """
     target = local_repo_path(local_hub, plan.repo_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        for name in _local_files(target):
+            if name in plan.files or name in plan.deletions:
+                continue
+            dest = _inside(tmp, name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(target / name, dest, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(target / name, dest, follow_symlinks=False)
         for name in plan.files:
-            dest = tmp / name
+            dest = _inside(tmp, name)
             dest.parent.mkdir(parents=True, exist_ok=True)
             if name == README and plan.card is not None:
                 dest.write_text(str(plan.card), encoding="utf-8")
             else:
-                shutil.copy2(plan.folder / name, dest)
+                shutil.copy2(_source(plan, name), dest)
         old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
         if target.exists():
             os.replace(target, old)
@@ -312,23 +343,3 @@ def write_local_hub(plan: UploadPlan, local_hub: str | os.PathLike) -> Path:
         raise
     logger.info("wrote %d file(s) to %s", len(plan.files), target)
     return target
-
-
-def write_card(
-    folder: str | os.PathLike, repo_id: str, *, kind: str | None = None, license: str | None = None
-) -> Path:
-    """Renders the model card into ``folder/README.md`` (review or edit it, then push with ``card=False``).
-
-    Args:
-        folder: The saved model folder.
-        repo_id: The repository it will be pushed to (used in the loading examples).
-        kind: Model kind (detected when None).
-        license: Licence in the front matter.
-    """
-    from ..utils import atomic_path
-
-    card = render_card(folder, repo_id, kind=kind, license=license)
-    path = Path(folder) / README
-    with atomic_path(path) as tmp:
-        tmp.write_text(str(card), encoding="utf-8")
-    return path

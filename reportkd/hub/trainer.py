@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cards import METHODS, DistillationInfo
-from .push import PushResult, push_to_hub, write_card
+from .cards import METHODS, DistillationInfo, write_card
+from .push import PushResult, push_to_hub
 
 # Core training settings reported on the card next to the trainer's own (non-TrainingArguments) fields.
 CORE_HYPERPARAMETERS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps",
@@ -81,8 +81,8 @@ class HubMixin:
         elif teacher is not None:
             config = getattr(self.accelerator.unwrap_model(teacher), "config", None)
             teachers.append(str(getattr(config, "_name_or_path", "") or type(teacher).__name__))
-        trainer_info = DistillationInfo(
-            method=self._card_method(), teachers=teachers, hyperparameters=training_hyperparameters(self.args)
+        trainer_info = DistillationInfo.from_run(
+            self._card_method(), teachers=teachers, hyperparameters=training_hyperparameters(self.args)
         )
         return DistillationInfo(**fields).merged(trainer_info)
 

@@ -6,11 +6,11 @@ and the ``slide_encoder`` model kind with ``reportkd.hub`` (model cards and ``pu
 """
 
 from .configuration_slide import SlideEncoderConfig
-from .model_card import register_hub_entries
+from .model_kind import register_kinds
 from .modeling_slide import SlideEncoderModel, SlideEncoderOutput, alibi_2d_bias, alibi_slopes, register_auto_classes
 
 register_auto_classes()
-register_hub_entries()  # the slide_encoder model kind and slide methods of reportkd.hub (cards, push)
+register_kinds()  # the slide_encoder model kind and slide methods of reportkd.hub (cards, push)
 
 __all__ = [
     "SlideEncoderConfig",
