@@ -2,194 +2,32 @@
 
     # CPU, seconds: tiny models on synthetic H&E tiles (tests run it)
     python recipes/clip_distill.py --config recipes/configs/clip_distill_quick.yaml
+    # the same from an installed package
+    reportkd train clip_distill --config recipes/configs/clip_distill_quick.yaml
     # offline demo, ~10 minutes on CPU: a teacher trained from scratch, then distilled
     python recipes/clip_distill.py --config recipes/configs/clip_distill_synthetic.yaml
     # several GPUs, QuiltNet teacher from the hub (2 CPU processes: --multi_gpu with CUDA hidden and --use_cpu)
     accelerate launch --multi_gpu --num_processes 4 recipes/clip_distill.py --config recipes/configs/clip_distill.yaml
     # LoRA student (adapters merged into plain open_clip weights when saved)
     python recipes/clip_distill.py --config recipes/configs/clip_distill_quick.yaml --lora_r 8
+    # checkpoints every 100 steps, then continue an interrupted run from the newest one
+    python recipes/clip_distill.py --config recipes/configs/clip_distill.yaml --save_strategy steps --save_steps 100
+    python recipes/clip_distill.py --config recipes/configs/clip_distill.yaml --resume_from_checkpoint last
     # push the student (private) or write it to a local hub folder
     python recipes/clip_distill.py --config recipes/configs/clip_distill_quick.yaml \
         --push_to_hub --hub_model_id org/clip-student --hub_local_dir /models/hub
 
-YAML keys are the field names of :class:`ScriptArguments` and
-:class:`reportkd.vlm.clip.trainer.CLIPDistillationConfig` (plus ``env:``); command-line flags (``--max_steps 10``)
-override them. The student is saved in open_clip's hub format under ``<output_dir>/student`` with
-``eval_results.json``, ``distillation.json`` and a model card, and loads with
-``open_clip.create_model_and_transforms("local-dir:<output_dir>/student")``.
+The recipe's logic is :mod:`reportkd.vlm.clip.recipe`. A non-empty ``--output_dir`` is refused unless
+``--overwrite_output_dir`` or ``--resume_from_checkpoint`` is given.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import json
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-if __name__ == "__main__":
-    from _env import apply_env
-
-    apply_env(sys.argv[1:])  # the config's env: block, before torch / transformers read the environment
-from _parser import RecipeParser  # noqa: E402
-from reportkd.vlm.clip.data import CLIPCollator, load_image_text_dataset  # noqa: E402
-from reportkd.vlm.clip.model_card import distillation_info  # noqa: E402
-from reportkd.vlm.clip.models import load_open_clip  # noqa: E402
-from reportkd.vlm.clip.trainer import CLIPDistillationConfig, CLIPDistillationTrainer  # noqa: E402
-from reportkd.vlm.evaluation import evaluate_clip  # noqa: E402
-from transformers import set_seed  # noqa: E402
-
-from reportkd.hub import write_card  # noqa: E402
+from reportkd.recipes import script_main
 
 
-@dataclass
-class ScriptArguments:
-    """What to distil, on which data.
-
-    Args:
-        student_model: Student open_clip name / config / saved directory.
-        student_pretrained: Student pretrained tag or ``.safetensors`` checkpoint.
-        teacher_pretrained: Teacher pretrained tag or ``.safetensors`` checkpoint (the teacher itself is
-            ``teacher_model_name_or_path``).
-        teacher_train_steps: When > 0, first train the teacher architecture from scratch on the training data
-            with the contrastive loss for this many steps (offline demo without downloaded weights).
-        teacher_learning_rate: Learning rate of that teacher training.
-        train_data: ``synthetic[:n=..,size=..,seed=..]``, an annotation CSV/JSONL or an imagefolder folder.
-        eval_data: Held-out pairs for the final evaluation (None skips it).
-        image_column: Image / path column of annotation files.
-        caption_column: Caption column.
-        label_column: Optional class-label column (zero-shot and linear probe).
-        class_names: Class names of the labels, in label order, for zero-shot evaluation of annotation files.
-        lora_r: LoRA rank for a PEFT student (0: train all weights).
-        lora_alpha: LoRA alpha.
-        lora_target_modules: Module names LoRA wraps.
-        train_augment: Use open_clip's random-resized-crop training transforms.
-    """
-
-    student_model: str = field(default="reportkd-clip-student", metadata={"help": "Student open_clip model."})
-    student_pretrained: str | None = field(default=None, metadata={"help": "Student tag / .safetensors."})
-    teacher_pretrained: str | None = field(default=None, metadata={"help": "Teacher tag / .safetensors."})
-    teacher_train_steps: int = field(default=0, metadata={"help": "Train the teacher from scratch first (demo)."})
-    teacher_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of teacher training."})
-    train_data: str = field(default="synthetic:n=2000,size=64,seed=0", metadata={"help": "Training pairs."})
-    eval_data: str | None = field(default="synthetic:n=600,size=64,seed=1000", metadata={"help": "Eval pairs."})
-    image_column: str = field(default="image", metadata={"help": "Image column of annotation files."})
-    caption_column: str = field(default="caption", metadata={"help": "Caption column."})
-    label_column: str | None = field(default="label", metadata={"help": "Class-label column."})
-    class_names: list[str] | None = field(default=None, metadata={"help": "Class names (label order), zero-shot."})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning)."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["c_fc", "c_proj", "out_proj"], metadata={"help": "Modules LoRA wraps."}
-    )
-    train_augment: bool = field(default=False, metadata={"help": "Random-resized-crop training transforms."})
-
-
-def make_parser() -> RecipeParser:
-    """The recipe's parser: ``ScriptArguments`` and ``CLIPDistillationConfig`` (``--config x.yaml``, flags win)."""
-    return RecipeParser((ScriptArguments, CLIPDistillationConfig))
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[ScriptArguments, CLIPDistillationConfig]:
-    """Parses ``argv`` (default ``sys.argv[1:]``): YAML values from ``--config`` first, flags on top."""
-    return make_parser().parse_args_and_config(argv)
-
-
-def _data(source: str, script_args: ScriptArguments):
-    return load_image_text_dataset(
-        source, image_column=script_args.image_column, caption_column=script_args.caption_column,
-        label_column=script_args.label_column, classes=script_args.class_names,
-    )  # fmt: skip
-
-
-def train_teacher(script_args: ScriptArguments, args: CLIPDistillationConfig, train_dataset) -> str:
-    """Trains the teacher architecture from scratch (contrastive loss) and returns its saved directory."""
-    set_seed(args.seed)  # the same initialisation however many processes run
-    teacher = load_open_clip(args.teacher_model_name_or_path, pretrained=script_args.teacher_pretrained)
-    out = Path(args.output_dir) / "teacher"
-    teacher_args = dataclasses.replace(
-        args, output_dir=str(out), max_steps=script_args.teacher_train_steps,
-        learning_rate=script_args.teacher_learning_rate, teacher_model_name_or_path=None, contrastive_weight=1.0,
-        logit_kd_weight=0.0, fd_weight=0.0, icl_weight=0.0, relation_weight=0.0, layer_matches=None,
-        mask_ratio_start=0.0, mask_ratio_end=0.0, push_to_hub=False,
-    )  # fmt: skip
-    trainer = CLIPDistillationTrainer(
-        model=teacher.model, args=teacher_args, train_dataset=train_dataset,
-        data_collator=CLIPCollator.for_models(teacher, train=script_args.train_augment),
-    )  # fmt: skip
-    trainer.train()
-    if trainer.save_student(str(out / "model"), model_cfg=teacher.model_cfg):
-        distillation_info(student=teacher.name, teacher=None, losses={"clip_contrastive": 1.0},
-                          dataset=script_args.train_data).save(out / "model")  # fmt: skip
-        write_card(out / "model", "ORG/teacher")
-    trainer.accelerator.wait_for_everyone()  # the other processes load what the main process saved
-    return str(out / "model")
-
-
-def main(script_args: ScriptArguments, args: CLIPDistillationConfig) -> dict:
-    """Trains (optionally the teacher first, then) the student, evaluates it and saves it in open_clip's format."""
-    train_dataset = _data(script_args.train_data, script_args)
-    teacher_name = args.teacher_model_name_or_path  # before a teacher trained here replaces it with its folder
-    if script_args.teacher_train_steps > 0:
-        if not args.teacher_model_name_or_path:
-            raise ValueError(
-                "teacher_train_steps > 0 trains teacher_model_name_or_path from scratch: set it to a config."
-            )
-        args.teacher_model_name_or_path = train_teacher(script_args, args, train_dataset)
-        teacher_pretrained = None
-    else:
-        teacher_pretrained = script_args.teacher_pretrained
-    set_seed(args.seed + 1)  # the same initialisation however many processes run
-    student = load_open_clip(script_args.student_model, pretrained=script_args.student_pretrained)
-    teacher = load_open_clip(args.teacher_model_name_or_path, pretrained=teacher_pretrained) if (
-        args.uses_teacher()) else None  # fmt: skip
-    model = student.model
-    if script_args.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
-                                                 target_modules=script_args.lora_target_modules))  # fmt: skip
-    trainer = CLIPDistillationTrainer(
-        model=model, teacher_model=teacher.model if teacher else None, train_dataset=train_dataset,
-        args=dataclasses.replace(args, push_to_hub=False),  # pushed once at the end, in open_clip's format
-        data_collator=CLIPCollator.for_models(student, teacher, train=script_args.train_augment),
-    )  # fmt: skip
-    trainer.train()
-
-    metrics = {}
-    if script_args.eval_data and trainer.args.should_save:
-        plain = trainer.accelerator.unwrap_model(trainer.model).student
-        plain = plain.merge_and_unload() if hasattr(plain, "merge_and_unload") else plain
-        metrics = evaluate_clip(plain, _data(script_args.eval_data, script_args), preprocess=student.preprocess_val,
-                                tokenizer=student.tokenizer, device=trainer.args.device)  # fmt: skip
-    weights = {f"clip_{k}": v for k, v in args.term_weights().items()}
-    weights.update({f"{m['kind']}:{m['student']}<-{m['teacher']}": m["weight"] for m in args.layer_matches or []})
-    extra = {"temperature": args.temperature, "contrastive_accumulation": args.contrastive_accumulation}
-    if args.mask_ratio_start or args.mask_ratio_end:
-        extra["attention-guided masking"] = f"{args.mask_ratio_start}->{args.mask_ratio_end} ({args.mask_mode})"
-    if script_args.lora_r > 0:
-        extra["LoRA (merged)"] = f"r={script_args.lora_r}, alpha={script_args.lora_alpha}"
-    save_dir = Path(args.output_dir) / "student"
-    repo_id = args.hub_model_id or f"ORG/{Path(args.output_dir).name}-student"
-    if trainer.save_student(str(save_dir), model_cfg=student.model_cfg, tokenizer=student.tokenizer):
-        # PEFT students are merged into plain open_clip weights; the card is rendered from the saved folder
-        (save_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2))
-        if teacher and script_args.teacher_train_steps > 0:
-            teacher_name = f"{teacher_name} (trained here from scratch, {script_args.teacher_train_steps} steps)"
-        distillation_info(
-            student=script_args.student_model, teacher=teacher_name if teacher else None,
-            losses=weights, dataset=script_args.train_data, extra=extra,
-            command="python recipes/clip_distill.py " + " ".join(sys.argv[1:]),
-        ).save(save_dir)  # fmt: skip
-        write_card(save_dir, repo_id)
-    result = {"save_dir": str(save_dir), "metrics": metrics}
-    if args.push_to_hub:  # main process only; a local hub folder with hub_local_dir
-        pushed = trainer.push_to_hub(folder=save_dir, repo_id=repo_id, commit_message="Upload open_clip student")
-        result["pushed"] = pushed.location if pushed else None
-    return result
+def main() -> None:
+    """Runs :func:`reportkd.vlm.clip.recipe.main` on the command line (the config's ``env:`` block set first)."""
+    script_main("reportkd.vlm.clip.recipe:main")
 
 
 if __name__ == "__main__":
-    result = main(*parse_args())
-    print(json.dumps(result, indent=2))
+    main()
