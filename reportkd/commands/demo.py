@@ -3,7 +3,8 @@
 With no arguments it generates a synthetic pathology-report corpus, trains a teacher ensemble of multitask CNNs,
 a hard-label baseline and an ensemble-distilled student, calibrates abstention thresholds at 97% accuracy on a
 calibration split and prints per task accuracy and coverage on the test split. ``--data FILE`` runs the same job
-on real reports (e.g. the TCGA reports JSONL).
+on real reports (e.g. the TCGA reports JSONL). The job is :func:`reportkd.text.mtcnn.job.run_mtcnn_job`; a killed
+run resumes stage by stage when rerun with the same options.
 """
 
 from __future__ import annotations
@@ -37,35 +38,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-words", type=int, default=1, help="Skip reports with fewer words (counted).")
     p.add_argument("--unknown-as-missing", action="store_true", help="Treat label 'unknown' as missing.")
     p.add_argument("--seed", type=int, default=0, help="Seed for data, splits and models.")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace the outputs of an earlier run in --output-dir (without it a non-empty folder is refused, "
+        "except an interrupted run of the same settings, which resumes stage by stage).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from reportkd.text.mtcnn.pipeline import EnsembleDistillationSettings, format_table, run_ensemble_distillation
+    from reportkd.text.mtcnn.arguments import MtCNNJobArguments
+    from reportkd.text.mtcnn.job import default_training_args, run_mtcnn_job
+    from reportkd.text.mtcnn.results import format_table
 
-    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    settings = EnsembleDistillationSettings(
-        tasks=tasks,
+    job = MtCNNJobArguments(  # validated here, before any data is read or model trained
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
         text_column=args.text_column,
         members=args.members,
         folds=args.folds,
-        epochs=args.epochs,
         alpha=args.alpha,
         temperature=args.temperature,
         target_accuracy=args.target_accuracy,
         max_length=args.max_length,
         embedding_dim=args.embedding_dim,
         num_filters=args.num_filters,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
         min_class_count=args.min_class_count,
         min_words=args.min_words,
         unknown_as_missing=args.unknown_as_missing,
-        seed=args.seed,
     )
+    if args.epochs < 1 or args.batch_size < 1 or not args.learning_rate > 0:
+        raise ValueError("--epochs and --batch-size must be >= 1 and --learning-rate > 0.")
     out = Path(args.output_dir)
+    training_args = default_training_args(
+        out, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed,
+    )  # fmt: skip
     if args.data:
         source, origin = args.data, args.data
     else:
@@ -74,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         source = generate_reports(args.reports, seed=args.seed)
         origin = f"synthetic corpus ({args.reports} reports, seed {args.seed})"
     start = time.perf_counter()
-    results = run_ensemble_distillation(source, settings, out)
+    results = run_mtcnn_job(source, job, training_args, overwrite=args.overwrite, data_description=origin)
     elapsed = time.perf_counter() - start
     d = results["data"]
     print(
@@ -82,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
         f"split {d['train']}/{d['calibration']}/{d['test']} train/calibration/test."
     )
     print(
-        f"Teacher: {settings.members} MtCNNs ({settings.folds}-fold out-of-fold soft labels); "
-        f"student α={settings.alpha}, T={settings.temperature}; thresholds calibrated at "
-        f"{settings.target_accuracy:.0%} on the calibration split, reported on the test split.\n"
+        f"Teacher: {job.members} MtCNNs ({job.folds}-fold out-of-fold soft labels); "
+        f"student α={job.alpha}, T={job.temperature}; thresholds calibrated at "
+        f"{job.target_accuracy:.0%} on the calibration split, reported on the test split.\n"
     )
     print(format_table(results))
     # the saved student must load with AutoModel and predict exactly as in memory
@@ -95,10 +105,10 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         logits = model(input_ids=probe["input_ids"]).logits
     print(
-        f"\nSaved student → {student_dir} (AutoModel.from_pretrained loads it; tasks: {', '.join(logits)}). "
-        f"Results → {out / 'results.json'}. Took {elapsed / 60:.1f} min."
+        f"\nSaved student → {student_dir} and baseline → {out / 'baseline'}, each with thresholds.json "
+        f"(AutoModel.from_pretrained loads them; tasks: {', '.join(logits)}). Results → {out / 'results.json'}. "
+        f"Took {elapsed / 60:.1f} min."
     )
-    (out / "table.md").write_text(format_table(results) + "\n")
     if args.verbose:
         print(json.dumps(results["models"]["student"], indent=1)[:2000])
     return 0

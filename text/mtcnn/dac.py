@@ -139,7 +139,7 @@ class DACTrainer(MultitaskTrainer):
 
     def validation_abstention(self) -> dict[str, dict[str, float | None]]:
         """Per task on ``eval_dataset``: accuracy on non-abstained reports and coverage (non-abstained fraction)."""
-        from .pipeline import labels_by_task, predict_member_probs
+        from .predict import labels_by_task, predict_member_probs
 
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training

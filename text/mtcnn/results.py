@@ -1,0 +1,171 @@
+"""Calibration, results, saved thresholds and provenance of the MtCNN job (its last stage), and the demo's table."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainingArguments
+
+from reportkd.abstention import weights_fingerprint, write_thresholds
+from reportkd.utils import write_json
+
+from .arguments import MtCNNJobArguments
+from .pipeline import PreparedData, abstention_report
+from .predict import labels_by_task, predict_probs
+
+SAVED = ("student", "baseline", "dac")  # the models saved with thresholds (the ensemble is saved without)
+_TRAINING_HP = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "seed",
+                "bf16", "fp16")  # fmt: skip
+
+
+def training_summary(args: TrainingArguments) -> dict[str, Any]:
+    """The training arguments worth reporting (JSON-able)."""
+    out = {}
+    for name in _TRAINING_HP:
+        value = getattr(args, name, None)
+        if name == "max_steps" and (value or 0) <= 0 or name == "num_train_epochs" and args.max_steps > 0:
+            continue
+        if name in ("bf16", "fp16") and not value:
+            continue
+        out[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    out["global_batch_size"] = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    return out
+
+
+def describe_source(source: Any) -> str:
+    """The data as the provenance files name it."""
+    if isinstance(source, (str, os.PathLike)):
+        return f"pathology reports from `{Path(source).name}`"
+    return "in-memory reports (e.g. reportkd.synthetic)"
+
+
+def job_results(
+    models: dict[str, Any],
+    prepared: PreparedData,
+    job: MtCNNJobArguments,
+    args: TrainingArguments,
+    source: Any,
+    data_description: str | None = None,
+) -> dict[str, Any]:
+    """Per model and task: empirical and LTT thresholds from the calibration split, metrics on the test split."""
+    pad = prepared.tokenizer.pad_token_id
+    cal_y = labels_by_task(prepared.calibration, prepared.task_labels)
+    test_y = labels_by_task(prepared.test, prepared.task_labels)
+    results: dict[str, Any] = {
+        "settings": {"job": dataclasses.asdict(job), "training": training_summary(args)},
+        "data": {
+            "source": data_description or describe_source(source),
+            **dataclasses.asdict(prepared.stats),
+            "train": len(prepared.train),
+            "calibration": len(prepared.calibration),
+            "test": len(prepared.test),
+        },
+        "models": {},
+    }
+    results["calibrations"] = {}
+    for name, model in models.items():
+        cal_p = predict_probs(model, prepared.calibration, pad_token_id=pad)
+        test_p = predict_probs(model, prepared.test, pad_token_id=pad)
+        report, calibrations = abstention_report(cal_p, test_p, cal_y, test_y, job.target_accuracy, delta=job.delta)
+        results["models"][name] = report
+        results["calibrations"][name] = calibrations[job.threshold_method]
+    return results
+
+
+def save_results(
+    out: Path,
+    results: dict[str, Any],
+    models: dict[str, Any],
+    prepared: PreparedData,
+    job: MtCNNJobArguments,
+    *,
+    command: str | None = None,
+) -> None:
+    """Writes thresholds, ``eval_results.json`` and ``distillation.json`` beside each saved model, and the results.
+
+    Args:
+        out: The job's output folder (models already saved in ``student/``, ``baseline/``, ``dac/``).
+        results: From :func:`job_results` (its ``calibrations`` entry is consumed here).
+        models: Name → trained model.
+        prepared: The job's data.
+        job: The job settings.
+        command: The command line for the provenance files.
+    """
+    calibrations = results.pop("calibrations")
+    method = job.threshold_method
+    for name in SAVED:
+        if name not in models:
+            continue
+        folder = out / name
+        write_thresholds(
+            folder / "thresholds.json", calibrations[name], models[name].config.task_labels, model_id=str(folder),
+            model_sha256=weights_fingerprint(folder),
+        )  # fmt: skip
+        report = results["models"][name]
+        tests = {t: (r["ltt"]["test"] if method == "ltt" else r["test"]) for t, r in report.items()}
+        write_json(folder / "eval_results.json", {"split": f"test, {len(prepared.test)} reports",
+                                                  "threshold_method": method, "tasks": tests})  # fmt: skip
+        provenance(name, job, results, command).save(folder)
+    write_json(out / "results.json", results)
+    (out / "table.md").write_text(format_table(results) + "\n")
+
+
+def provenance(name: str, job: MtCNNJobArguments, results: dict[str, Any], command: str | None = None):
+    """``distillation.json`` content of a saved model (for its model card)."""
+    from reportkd.hub import DistillationInfo
+
+    data, settings = results["data"], results["settings"]
+    hp = {**settings["training"], **{k: v for k, v in settings["job"].items() if k in _REPORTED_JOB}}
+    teachers = []
+    if name == "student":
+        if job.member_sampling == "bagging":
+            how = f"bagged on {job.bag_fraction:.0%} of the reports each, out-of-bag soft labels"
+        elif job.folds > 1:
+            how = f"{job.folds}-fold out-of-fold soft labels"
+        else:
+            how = "soft labels averaged over all members"
+        teachers = [f"ensemble of {job.members} MtCNNs ({how})"]
+    else:
+        hp = {k: v for k, v in hp.items() if k not in _STUDENT_ONLY}
+    if name != "dac":
+        hp.pop("dac_targets", None)
+    method = {"student": "ensemble_distillation", "dac": "deep_abstaining_classifier"}.get(name, "hard_label")
+    return DistillationInfo(
+        method=method, teachers=teachers, training_data=f"{data['train']} reports: {data['source']}",
+        eval_data=f"{data['calibration']} calibration and {data['test']} test reports held out",
+        hyperparameters=hp, command=command,
+    )  # fmt: skip
+
+
+_STUDENT_ONLY = ("alpha", "temperature", "members", "member_sampling", "folds", "bag_fraction", "teacher_epochs",
+                 "student_epochs")  # fmt: skip
+_REPORTED_JOB = (*_STUDENT_ONLY, "embedding_dim", "num_filters", "kernel_sizes", "dropout", "max_length",
+                 "min_word_count", "min_class_count", "unknown_as_missing", "task_weights", "dac_targets",
+                 "target_accuracy", "threshold_method", "delta", "split", "split_seed")  # fmt: skip
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Markdown table: per task, test accuracy and coverage at the target, baseline vs student (and ensemble)."""
+    target = results["settings"]["job"]["target_accuracy"]
+    models = results["models"]
+    head = (
+        f"| task | acc baseline | acc student | acc ensemble | coverage@{target:.0%} baseline | student | "
+        "Δ student−baseline | ensemble | sel. acc student |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for task in models["student"]:
+        b, s, e = (models[m][task]["test"] for m in ("baseline", "student", "ensemble"))
+        sel = s["selective_accuracy"]
+        lines.append(
+            f"| {task} | {b['accuracy']:.3f} | {s['accuracy']:.3f} | {e['accuracy']:.3f} | {b['coverage']:.3f} | "
+            f"{s['coverage']:.3f} | {s['coverage'] - b['coverage']:+.3f} | {e['coverage']:.3f} | "
+            f"{'—' if sel is None else f'{sel:.3f}'} |"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["describe_source", "format_table", "job_results", "provenance", "save_results", "training_summary"]
