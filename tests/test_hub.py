@@ -421,3 +421,40 @@ def test_card_only_writes_the_card_and_no_card_keeps_it(folders, tmp_path, capsy
     assert main(["push", str(folder), "--repo-id", "org/c", "--local-hub", str(tmp_path / "hub"), "--no-card"]) == 0
     assert "Edited by the data owner." in (tmp_path / "hub" / "org" / "c" / "README.md").read_text()
     assert main(["push", str(folder), "--repo-id", "org/c", "--card-only", "--no-card"]) == 2  # mutually exclusive
+
+
+def test_a_kind_that_fails_to_load_is_a_warning_naming_it_and_the_others_still_work(folders, monkeypatch, caplog):
+    from importlib.metadata import EntryPoint
+
+    from reportkd.hub import kinds
+
+    broken = EntryPoint("broken_kind", "reportkd.no_such_family.model_kind:register_kinds", kinds.ENTRY_POINT_GROUP)
+    installed = kinds._entry_points()
+    monkeypatch.setattr(kinds, "_entry_points", lambda: (*installed, broken))
+    monkeypatch.setattr(kinds, "_failed", set())
+    out, _ = folders
+    with caplog.at_level("WARNING", logger="reportkd.hub.kinds"):
+        assert detect_model_kind(out["mtcnn"]).name == "mtcnn"
+        detect_model_kind(out["open_clip"])  # reported once, not at every lookup
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "'broken_kind'" in record.getMessage() and "ModuleNotFoundError" in record.getMessage()
+    with pytest.raises(KeyError, match="Unknown model kind 'broken_kind'"):
+        plan_upload(out["mtcnn"], "org/m", kind="broken_kind")
+
+
+def test_the_core_imports_no_family_and_each_family_registers_its_kind_once():
+    import subprocess
+    import sys
+
+    code = ("import sys, reportkd.hub as h; print(sorted(m for m in sys.modules if m.startswith(('reportkd.text', "
+            "'reportkd.vlm')))); h.load_model_kinds(); print(h.MODEL_KINDS.names())")  # fmt: skip
+    first, second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout.splitlines()  # fmt: skip
+    assert first == "[]"  # reportkd.hub names no family module
+    assert second == "['causal_lm', 'mtcnn', 'open_clip', 'slide_encoder']"
+    from reportkd.text.mtcnn.model_kind import MTCNN_KIND, register_kinds
+
+    register_kinds()  # the package import and the entry point both register: the same kind again is a no-op
+    assert MODEL_KINDS.get("mtcnn") is MTCNN_KIND
+    with pytest.raises(ValueError, match="already registered"):
+        register_model_kind(ModelKind(**{**MTCNN_KIND.__dict__, "title": "another mtcnn"}))

@@ -3,7 +3,8 @@
 Each template starts with ``---\\n{{ card_data }}\\n---`` (the YAML front matter built from
 ``huggingface_hub.ModelCardData``) and receives the variables collected by :mod:`reportkd.hub.cards` (common ones:
 ``model_name``, ``repo_id``, ``method``, ``teachers``, ``training_data``, ``metrics``, ``hyperparameters``,
-``parameters``, ``fmt``; kind-specific ones from the kind's ``collect`` function).
+``parameters``, ``fmt``; kind-specific ones from the kind's ``card_context`` function). One renderer uses them all:
+:func:`reportkd.hub.render_card`.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def save_open_clip(
         save_dir: Output folder (created).
         model_cfg: The open_clip model config (``OpenCLIPBundle.model_cfg``).
         tokenizer: Tokenizer with ``save_pretrained`` (HF tokenizers); open_clip's default BPE needs no files.
-        model_card: Markdown model card (see :func:`reportkd.vlm.clip.model_card.render_model_card`).
+        model_card: Markdown model card (or render it from the saved folder: :func:`reportkd.hub.write_card`).
     """
     if not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
         raise ValueError("model_cfg must be an open_clip model config with embed_dim, vision_cfg and text_cfg.")
