@@ -8,7 +8,6 @@ import pytest
 from reportkd.cli import main
 from reportkd.vlm.wsi import load_slide_features, write_synthetic_slide
 
-WSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wsi"
 FAST = ["--encoder", "random-tiny-cnn", "--num-workers", "0", "--no-progress"]
 
 
@@ -62,12 +61,12 @@ def test_usage_errors_and_listing(tmp_path, capsys):
     assert "No slide files" in capsys.readouterr().err
 
 
-@pytest.mark.shared_data
-@pytest.mark.skipif(not WSI.is_dir(), reason="../shared/data/wsi is absent (real slides)")
-def test_real_slides_both_svs_done_plain_tiff_reported(tmp_path, capsys):
+@pytest.mark.shared_data("wsi")
+def test_real_slides_both_svs_done_plain_tiff_reported(tmp_path, capsys, shared_data_dir):
+    wsi = shared_data_dir / "wsi"
     out = tmp_path / "real"
     fast = [*FAST, "--target-mpp", "2.0", "--patch-size", "112"]  # 5x: fewer patches, TCGA read from level 1
-    assert main(["extract", str(WSI), "--out", str(out), *fast]) == 0
+    assert main(["extract", str(wsi), "--out", str(out), *fast]) == 0
     first = json.loads((out / "extract_summary.json").read_text())["slides"]
     status = {r["slide_id"]: r for r in first}
     assert status["cmu-1-small-region"]["status"] == "done" and status["cmu-1-small-region"]["reader"] == "openslide"
@@ -75,9 +74,32 @@ def test_real_slides_both_svs_done_plain_tiff_reported(tmp_path, capsys):
     kidney = status["kidney-48-5"]
     assert kidney["status"] == "needs_mpp" and kidney["reader"] == "tiffslide" and "openslide" in kidney["reader_note"]
     cmu_mtime = (out / "features" / "cmu-1-small-region.safetensors").stat().st_mtime_ns
-    assert main(["extract", str(WSI), "--out", str(out), *fast, "--mpp", "0.5"]) == 0
+    assert main(["extract", str(wsi), "--out", str(out), *fast, "--mpp", "0.5"]) == 0
     status = {r["slide_id"]: r for r in json.loads((out / "extract_summary.json").read_text())["slides"]}
     assert status["cmu-1-small-region"]["status"] == "skipped"  # its own 0.499 µm/px: --mpp does not apply
     assert status["tcga-cr-7395-01a-01-ts1"]["status"] == "done" and status["tcga-cr-7395-01a-01-ts1"]["num_patches"]
     assert status["kidney-48-5"]["status"] in ("done", "no_tissue")
     assert (out / "features" / "cmu-1-small-region.safetensors").stat().st_mtime_ns == cmu_mtime
+
+
+def test_no_slide_extracted_exits_1_and_no_tissue_is_not_a_success(tmp_path, slide_dir, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    write_synthetic_slide(d / "blank.tif", size=(512, 512), levels=2, tissue=0.0)  # glass only
+    (d / "broken.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 8)  # a TIFF header, then garbage
+    args = ["--out", str(tmp_path / "o"), "--patch-size", "64", *FAST]
+    assert main(["extract", str(d), *args]) == 1
+    captured = capsys.readouterr()
+    assert "0 of 2 slide(s) succeeded (done 0, skipped 0); failed 1, no tissue 1" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.startswith("reportkd extract: error:")]
+    assert len(errors) == 1 and captured.err.rstrip().endswith(errors[0])
+    assert "no slide was extracted (failed 1, no tissue 1, need µm/px 0)" in errors[0] and "extract.log" in errors[0]
+    counts = json.loads((tmp_path / "o" / "extract_summary.json").read_text())["counts"]
+    assert counts["no_tissue"] == 1 and counts["failed"] == 1 and counts["done"] == 0
+    # One real slide succeeding is enough; the no-tissue slide is still reported as such.
+    assert main(["extract", str(d / "blank.tif"), str(slide_dir / "s0.tif"), *args]) == 0
+    captured = capsys.readouterr()
+    assert "1 of 2 slide(s) succeeded (done 1, skipped 0); failed 0, no tissue 1" in captured.out
+    assert "error" not in captured.err
+    assert main(["extract", str(d / "blank.tif"), str(slide_dir / "s0.tif"), *args]) == 0  # resumed: s0 skipped
+    assert "1 of 2 slide(s) succeeded (done 0, skipped 1)" in capsys.readouterr().out

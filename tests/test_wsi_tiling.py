@@ -25,7 +25,6 @@ from reportkd.vlm.wsi import (
 )
 from reportkd.vlm.wsi.reader import SlideReader, register_reader
 
-WSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wsi"
 BACKENDS = ("openslide", "tiffslide", "pil")
 
 
@@ -155,19 +154,19 @@ def test_patch_dataset_reads_in_workers_with_their_own_handles(slide):
     assert torch.equal(got[0], x0)  # same pixels from the worker processes
 
 
-@pytest.mark.shared_data
-@pytest.mark.skipif(not WSI.is_dir(), reason="../shared/data/wsi is absent (real slides)")
-def test_real_slides_mpp_and_fallback_reader():
-    with open_slide(WSI / "cmu-1-small-region.svs") as r:
+@pytest.mark.shared_data("wsi")
+def test_real_slides_mpp_and_fallback_reader(shared_data_dir):
+    wsi = shared_data_dir / "wsi"
+    with open_slide(wsi / "cmu-1-small-region.svs") as r:
         assert r.backend == "openslide" and r.mpp == pytest.approx(0.499) and r.magnification == 20
         g = make_patch_grid(r)
     assert 20 < len(g) < 117 and g.level == 0 and g.patch_size_level0 == 224
-    with open_slide(WSI / "tcga-cr-7395-01a-01-ts1.svs") as r:
+    with open_slide(wsi / "tcga-cr-7395-01a-01-ts1.svs") as r:
         assert r.level_count == 2 and r.mpp is None
         with pytest.raises(MissingMPPError, match="--mpp"):
             make_patch_grid(r)
-    with open_slide(WSI / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25) as r:  # 0.5 µm/px is level 1 here
+    with open_slide(wsi / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25) as r:  # 0.5 µm/px is level 1 here
         g = make_patch_grid(r)
     assert (g.level, g.read_size, g.patch_size_level0) == (1, 224, 448)
-    with open_slide(WSI / "kidney-48-5.tif") as r:  # plain TIFF: OpenSlide refuses it, tiffslide reads it
+    with open_slide(wsi / "kidney-48-5.tif") as r:  # plain TIFF: OpenSlide refuses it, tiffslide reads it
         assert r.backend == "tiffslide" and "openslide" in r.fallback_reasons[0] and r.mpp is None

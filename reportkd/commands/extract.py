@@ -14,8 +14,10 @@ Resolution: ``--target-mpp`` (default 0.5) or ``--magnification`` (20 = 0.5 µm/
 at; ``--mpp`` is the slide's own level-0 µm/px, used only for slides that do not record one (plain TIFFs, some
 SVS). ``path,mpp`` lines in ``--slide-list`` set it per slide and override the file's value.
 
-Exit status: 0 when at least one slide is done or skipped and, with ``--strict``, none failed or lacks µm/px;
-1 otherwise; 2 for a usage error. Failed slides are listed with their reason and logged in ``extract.log``.
+Exit status: 0 when at least one slide is done or skipped (has features) and, with ``--strict``, none failed or
+lacks µm/px; 1 otherwise (a slide without tissue is reported as ``no_tissue`` and is not a success); 2 for a usage
+error. Failed slides are listed with their reason and logged in ``extract.log``; the last line counts the slides
+that succeeded, failed, had no tissue or need µm/px.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from reportkd.errors import RuntimeFailure
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -173,7 +177,16 @@ def run(args: argparse.Namespace) -> int:
     c = summary.counts
     if c["needs_mpp"]:
         print(f"{c['needs_mpp']} slide(s) record no µm/px: rerun with --mpp MPP (their scan's level-0 µm/px).")
-    ok = c["done"] + c["skipped"] + c["no_tissue"]
-    if ok == 0 or (args.strict and (c["failed"] or c["needs_mpp"])):
-        return 1
+    print(summary.describe())
+    if summary.succeeded == 0:
+        raise RuntimeFailure(
+            f"no slide was extracted (failed {c['failed']}, no tissue {c['no_tissue']}, need µm/px {c['needs_mpp']})."
+            f" See {Path(args.out) / 'extract.log'} for the failures; pass --mpp MPP for slides without µm/px or a "
+            "lower --tissue-threshold for slides without tissue"
+        )
+    if args.strict and (c["failed"] or c["needs_mpp"]):
+        raise RuntimeFailure(
+            f"--strict: {c['failed']} slide(s) failed and {c['needs_mpp']} need µm/px. See the table above; rerun "
+            "with --mpp MPP for slides without µm/px (finished slides are skipped)"
+        )
     return 0

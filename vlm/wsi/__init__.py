@@ -2,7 +2,14 @@
 
 from .dataset import PatchDataset, make_patch_loader
 from .extract import ExtractSummary, SlideResult, SlideSpec, extract_features, find_slides, read_slide_list
-from .features import FEATURES_FORMAT, SlideFeatures, coords_to_grid, load_slide_features, save_slide_features
+from .features import (
+    FEATURES_FORMAT,
+    FeaturesFileError,
+    SlideFeatures,
+    coords_to_grid,
+    load_slide_features,
+    save_slide_features,
+)
 from .formats import FEATURE_FORMATS, load_features, read_features_header, save_slide_features_h5
 from .reader import READERS, MissingMPPError, SlideReader, SlideReadError, open_slide, register_reader
 from .synthetic import write_synthetic_slide
@@ -14,6 +21,7 @@ __all__ = [
     "FEATURE_FORMATS",
     "READERS",
     "ExtractSummary",
+    "FeaturesFileError",
     "MissingMPPError",
     "PatchDataset",
     "PatchGrid",

@@ -12,7 +12,8 @@ DataLoader workers, embed them in batches and write ``OUT/features/<slide>.safet
 
 Statuses: ``done``; ``skipped`` (a complete features file of the same encoder and settings exists: a restarted
 run resumes where it stopped); ``needs_mpp`` (no µm/px recorded and none given); ``no_tissue`` (no patch passes
-the tissue threshold; nothing written); ``failed`` (unreadable/corrupt slide or any other error, logged).
+the tissue threshold; nothing written); ``failed`` (unreadable/corrupt slide or any other error, logged). Only
+``done`` and ``skipped`` slides have features: they are the run's successes (``ExtractSummary.succeeded``).
 
 Example::
 
@@ -98,7 +99,22 @@ class ExtractSummary:
 
     @property
     def counts(self) -> dict[str, int]:
+        """Number of slides per status (every status, zeros included)."""
         return {s: sum(r.status == s for r in self.results) for s in STATUSES}
+
+    @property
+    def succeeded(self) -> int:
+        """Slides that have features now (``done`` or ``skipped``); a ``no_tissue`` slide is not a success."""
+        c = self.counts
+        return c["done"] + c["skipped"]
+
+    def describe(self) -> str:
+        """One line: how many slides succeeded, failed, had no tissue or lack µm/px."""
+        c = self.counts
+        return (
+            f"{self.succeeded} of {len(self.results)} slide(s) succeeded (done {c['done']}, skipped {c['skipped']}); "
+            f"failed {c['failed']}, no tissue {c['no_tissue']}, need µm/px {c['needs_mpp']}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings, "counts": self.counts, "slides": [asdict(r) for r in self.results]}

@@ -15,6 +15,8 @@ String metadata (safetensors header): ``format``, ``slide_id``, ``encoder``, ``e
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,36 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from reportkd.errors import RuntimeFailure
 from reportkd.utils import atomic_path
 
 FEATURES_FORMAT = "reportkd.features.v1"
 FEATURES_SUFFIX = ".safetensors"
+
+
+class FeaturesFileError(RuntimeFailure, ValueError):
+    """A features file that cannot be read (truncated, corrupt, not safetensors / HDF5); exit code 1 on the CLI.
+
+    Also a ``ValueError``, as :func:`~reportkd.vlm.wsi.read_features_header` documents for unreadable files.
+    """
+
+
+@contextmanager
+def reading_features(path: str | Path) -> Iterator[None]:
+    """Turns a reader's error on ``path`` into a :class:`FeaturesFileError` naming the file and the fix.
+
+    Args:
+        path: the features file being read (a missing file and a foreign header keep their own errors).
+    """
+    try:
+        yield
+    except (FileNotFoundError, ValueError):  # ValueError: a foreign header (check_header) or already ours
+        raise
+    except Exception as e:
+        raise FeaturesFileError(
+            f"cannot read features file {path} ({type(e).__name__}: {e}); it is truncated or corrupt: delete it and "
+            "rerun `reportkd extract` (it recomputes missing slides)"
+        ) from e
 
 
 @dataclass
@@ -141,7 +169,7 @@ def load_slide_features(path: str | Path) -> SlideFeatures:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Features file {path} does not exist.")
-    with safe_open(str(path), framework="pt") as f:
+    with reading_features(path), safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
         check_header(meta, path)
         features, coords = f.get_tensor("features"), f.get_tensor("coords")

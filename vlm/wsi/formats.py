@@ -26,6 +26,7 @@ from .features import (
     decode_header,
     encode_header,
     load_slide_features,
+    reading_features,
     save_slide_features,
 )
 
@@ -54,7 +55,7 @@ def load_slide_features_h5(path: str | Path) -> SlideFeatures:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Features file {path} does not exist.")
-    with h5py.File(path, "r") as f:
+    with reading_features(path), h5py.File(path, "r") as f:
         meta = {k: str(v) for k, v in f.attrs.items()}
         check_header(meta, path)
         features, coords = np.asarray(f["features"]), np.asarray(f["coords"])
@@ -106,15 +107,13 @@ def read_features_header(path: str | Path) -> dict[str, Any]:
     """The header of a features file (JSON values decoded) without reading the tensors.
 
     Raises:
-        ValueError: Not a reportkd features file, or unreadable (e.g. truncated).
+        ValueError: Not a reportkd features file.
+        FeaturesFileError: Unreadable (e.g. truncated); also a ``ValueError``.
     """
     path = Path(path)
-    try:
-        raw = _by_suffix(path)[3](path)
-    except ValueError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e})") from None
+    reader = _by_suffix(path)[3]
+    with reading_features(path):
+        raw = reader(path)
     if raw.get("format") != FEATURES_FORMAT:
         raise ValueError(f"{path} is not a reportkd features file (format={raw.get('format')!r})")
     return {k: (int(v) if k in _INT_KEYS else v if k in CORE_KEYS else _parse(v)) for k, v in raw.items()}
