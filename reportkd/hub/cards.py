@@ -3,7 +3,10 @@
 A model folder tells the card most of what it says: the config (architecture, label maps), the weights (parameter
 count), ``thresholds.json`` (abstention), ``adapter_config.json`` (LoRA) and ``eval_results.json`` (metrics). What
 the files cannot tell (teachers, method, training data, hyperparameters, the command) is stored next to them in
-``distillation.json`` (:class:`DistillationInfo`), written by the recipes and by the trainers' ``push_to_hub``.
+``distillation.json`` (:class:`DistillationInfo`, built with :meth:`DistillationInfo.from_run`), written by the
+recipes and by the trainers' ``push_to_hub``. :func:`render_card` is the one renderer: every card (``reportkd push``,
+``trainer.push_to_hub`` / ``create_model_card``, the recipes through :func:`write_card`) is rendered from a saved
+folder with its kind's template (``reportkd/cards/<kind>.md``) and the kind's ``card_context`` variables.
 
     {"format": "reportkd.distillation.v1", "method": "skd", "teachers": ["org/teacher"], "base_model": null,
      "training_data": "TCGA pathology reports, …", "datasets": [], "eval_data": "…",
@@ -158,7 +161,7 @@ class DistillationInfo:
         cls,
         method: str | None,
         *,
-        teachers: Iterable[str | None] = (),
+        teachers: str | Iterable[str | None] = (),
         training_data: str | None = None,
         hyperparameters: Mapping[str, Any] | None = None,
         losses: Mapping[str, float] | None = None,
@@ -170,13 +173,14 @@ class DistillationInfo:
 
         Args:
             method: Key of a registered :class:`Method`.
-            teachers: Teacher names or paths (None entries are dropped: a run without a teacher).
+            teachers: Teacher names or paths, or one name (None entries are dropped: a run without a teacher).
             training_data: What the model was trained on, in words.
             hyperparameters: Settings worth reporting, in the card's order.
             losses: Loss name → weight; the active (non-zero) ones are recorded after ``hyperparameters`` as
                 ``"loss <name>"``.
             **fields: Other :class:`DistillationInfo` fields (``eval_data``, ``command``, ``base_model``…).
         """
+        teachers = [teachers] if isinstance(teachers, str) else teachers
         hp = dict(hyperparameters or {})
         hp.update({f"loss {name}": weight for name, weight in (losses or {}).items() if weight})
         info = cls(method=method, teachers=[t for t in teachers if t], training_data=training_data,

@@ -116,7 +116,7 @@ def _card_context(folder: Path, ctx: dict[str, Any]) -> dict[str, Any]:
 TEXT_ENCODER_FILES = (*MODEL_FILES, "text_encoder.json", "open_clip_config.json")
 SLIDE_ENCODER_KIND = ModelKind(
     name="slide_encoder", title="Slide encoder (patch features → slide embedding)", detect=_is_slide_encoder,
-    files=(*MODEL_FILES, ALIGNMENT_CONFIG, *under("text_encoder", TEXT_ENCODER_FILES)),
+    files=(*MODEL_FILES, ALIGNMENT_CONFIG, "teacher_eval_results.json", *under("text_encoder", TEXT_ENCODER_FILES)),
     card_template="slide_encoder.md", card_context=_card_context, required=("config.json", "model.safetensors"),
     library_name="transformers", pipeline_tag="feature-extraction",
 )  # fmt: skip
