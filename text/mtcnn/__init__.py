@@ -9,6 +9,7 @@ from .configuration_mtcnn import MtCNNConfig, MtCNNEnsembleConfig
 from .dac import DACConfig, DACTrainer, dac_alphas, dac_decisions
 from .ensemble import MtCNNEnsembleForReportClassification, MtCNNEnsembleOutput
 from .modeling_mtcnn import MtCNNForReportClassification, MtCNNOutput
+from .model_kind import register_kinds
 from .tokenization import train_word_tokenizer
 from .trainer import MtCNNDistillationConfig, MtCNNDistillationTrainer, MultitaskTrainingConfig, parse_task_weights
 
@@ -16,6 +17,7 @@ AutoConfig.register("mtcnn", MtCNNConfig, exist_ok=True)
 AutoConfig.register("mtcnn_ensemble", MtCNNEnsembleConfig, exist_ok=True)
 AutoModel.register(MtCNNConfig, MtCNNForReportClassification, exist_ok=True)
 AutoModel.register(MtCNNEnsembleConfig, MtCNNEnsembleForReportClassification, exist_ok=True)
+register_kinds()  # the mtcnn model kind of reportkd.hub (cards, push)
 
 __all__ = [
     "DACConfig",
