@@ -1,11 +1,10 @@
-"""Small shared helpers: atomic writes, seeding, JSON output."""
+"""Small shared helpers: atomic writes and JSON output."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,12 +54,3 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
-
-
-def set_seed(seed: int) -> None:
-    """Seeds Python, NumPy and torch."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

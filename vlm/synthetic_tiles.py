@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -370,20 +369,3 @@ class SyntheticHistology(Dataset):
 
         rows = [self[i] for i in range(self.n)]
         return HFDataset.from_list(rows)
-
-
-def grid_preview(dataset: SyntheticHistology, n: int = 12, columns: int = 6) -> Image.Image:
-    """A contact sheet of the first ``n`` tiles (for eyeballing the generator).
-
-    Args:
-        dataset: The synthetic data set.
-        n: Number of tiles.
-        columns: Tiles per row.
-    """
-    n = min(n, len(dataset))
-    rows = math.ceil(n / columns)
-    side = dataset.image_size
-    sheet = Image.new("RGB", (columns * side, rows * side), "white")
-    for i in range(n):
-        sheet.paste(dataset[i]["image"], ((i % columns) * side, (i // columns) * side))
-    return sheet
