@@ -151,3 +151,23 @@ def test_pushing_warns_with_the_left_out_files(model_dir, tmp_path, caplog):
         push_to_hub(model_dir, "org/m", local_hub=tmp_path / "hub")
     (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert all(name in record.getMessage() for name in PLANTED)
+
+
+@pytest.mark.parametrize("name,uploaded", [
+    ("model.safetensors", True), ("config.json", True), ("special_tokens_map.json", True), ("vocab.txt", True),
+    ("thresholds.json", True), ("text_encoder/model.safetensors", False), ("checkpoint-1/model.safetensors", False),
+    ("soft_labels.safetensors", False), ("slide_features.safetensors", False), ("predictions.json", False),
+    ("secrets.yaml", False), ("my_api_key.txt", False), ("server.pem", False), (".env.local", False),
+    ("training_args.bin", False), ("optimizer.pt", False), ("trainer_state.json", False), ("notes.txt", False),
+    (".gitattributes", False), ("runs/events.out", False),
+])  # fmt: skip
+def test_each_file_gets_one_verdict(tmp_path, name, uploaded):
+    from reportkd.hub import select_files
+    from reportkd.text.mtcnn.model_kind import MTCNN_KIND
+
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    selection = select_files(tmp_path, MTCNN_KIND)
+    assert (name in selection.files) is uploaded
+    assert (name in selection.files) != any(name == k or name.startswith(k) for k in selection.left_out)

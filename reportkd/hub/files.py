@@ -9,8 +9,9 @@ Each file of the folder (walked without following symlinked folders) gets one ve
 3. a pickle-based file (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``, ``*.pkl``, ``*.pickle``, ``*.joblib``,
    ``*.npy``, ``*.npz``): never uploaded (safetensors only; naming one is an error);
 4. a data-like file (``*.jsonl``, ``*.csv``, ``*.tsv``, ``*.parquet``, ``*.arrow``, ``*.xlsx``, ``*.h5``, names
-   with ``report``, ``prediction``, ``soft_label``, ``completion``, ``sample``, ``label``, ``patient``): may hold
-   report text, so uploaded only when ``include`` names its exact path (a glob does not pick it up);
+   with ``report``, ``prediction``, ``soft_label``, ``completion``, ``sample``, ``label``, ``patient``,
+   ``features``, ``embeddings``): may hold report text or patient-derived data, so uploaded only when ``include``
+   names its exact path (a glob does not pick it up);
 5. hidden (``.gitattributes``…) and other files outside the kind's allow-list (checkpoints, logs, results):
    uploaded only when an ``include`` pattern matches them;
 6. otherwise, a file the kind allows (:attr:`ModelKind.files`): uploaded.
@@ -32,7 +33,7 @@ README = "README.md"
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.joblib", "*.npy", "*.npz")
 DATA_PATTERNS = ("*.jsonl", "*.csv", "*.tsv", "*.parquet", "*.arrow", "*.xlsx", "*.xls", "*.h5", "*.hdf5",
                  "*report*", "*prediction*", "*soft_label*", "*completion*", "*sample*", "*label*",
-                 "*patient*")  # fmt: skip
+                 "*patient*", "*features*", "*embeddings*")  # fmt: skip
 _SECRET = re.compile(r"^\.env|^\.netrc$|credential|secret|passw|token(?!izer)|api[_-]?key|private[_-]?key|^id_rsa"
                      r"|\.pem$|\.key$|\.p12$|\.pfx$")  # fmt: skip
 _TOKENIZER_NAMES = {p for p in TOKENIZER_FILES if "*" not in p}
