@@ -32,6 +32,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -182,8 +183,10 @@ def _check_meta(meta: Any, source: str) -> dict[str, Any]:
 def _encode_label(value: Any, names: Sequence[str], where: str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{where}: label {value!r} is neither a class name nor a class id.")
-    if isinstance(value, float) and value.is_integer():  # 3.0, as pandas writes integer columns with gaps
-        value = int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        if not value.is_integer():
+            raise ValueError(f"{where}: label {value!r} is neither a class name nor a class id.")
+        value = int(value)  # 3.0, as pandas writes an integer column with gaps
     if isinstance(value, int):
         if not 0 <= value < len(names):
             raise ValueError(f"{where}: class id {value} is outside [0, {len(names)}).")
