@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_only_reportkd_is_installed_no_top_level_text_or_vlm(tmp_path):
@@ -18,3 +19,10 @@ def test_cli_lists_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("demo", "calibrate", "predict", "evaluate-abstention", "evaluate"):
         assert cmd in out
+
+
+def test_license_file_matches_the_declared_license():
+    root = Path(__file__).resolve().parents[1]
+    assert '\nlicense = "Apache-2.0"\n' in (root / "pyproject.toml").read_text()
+    text = (root / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
