@@ -2,16 +2,16 @@
 
 import numpy as np
 import pytest
-import reportkd.text  # noqa: F401  (registers MtCNN)
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from reportkd.text.mtcnn import DACConfig, DACTrainer, MtCNNConfig, MtCNNForReportClassification, dac_decisions
-from reportkd.text.mtcnn.dac import update_alpha
 from transformers import AutoModel
 
+import reportkd.text  # noqa: F401  (registers MtCNN)
 from reportkd.data import ReportCollator
 from reportkd.losses import deep_abstaining_loss, multitask_dac_loss
+from reportkd.text.mtcnn import DACConfig, DACTrainer, MtCNNConfig, MtCNNForReportClassification, dac_decisions
+from reportkd.text.mtcnn.dac import update_alpha
 
 
 def test_dac_loss_is_cross_entropy_when_abstention_is_impossible():

@@ -1,5 +1,7 @@
 import pytest
 import torch
+from transformers import AutoModel
+
 from reportkd.text.mtcnn import (
     MtCNNConfig,
     MtCNNEnsembleConfig,
@@ -7,7 +9,6 @@ from reportkd.text.mtcnn import (
     MtCNNForReportClassification,
 )
 from reportkd.text.mtcnn.ensemble import clip_member_grad_norm_, fold_member_mask
-from transformers import AutoModel
 
 TASKS = {"organ": ["breast", "kidney", "other"], "grade": ["G1", "G2", "G3", "G4"]}
 LABELS = torch.tensor([[0, 1], [2, -100], [-100, 3], [1, 0], [-100, -100], [2, 2]])
@@ -215,7 +216,7 @@ def test_trains_with_trainer(ensemble, tmp_path):
 def test_distillation_trainer_accumulation_is_exact_with_member_masks(tmp_path, masked):
     """Out-of-fold member masks give each member its own label counts: 2 accumulated batches of 4 must equal one
     batch of 8 (the counts of the whole step normalise each member's loss, as across processes)."""
-    from reportkd.trainer import DistillationConfig, DistillationTrainer
+    from reportkd.text.mtcnn import MtCNNDistillationConfig, MtCNNDistillationTrainer
 
     g = torch.Generator().manual_seed(1)
     mask = torch.rand(8, 3, generator=g) < 0.6  # (rows, members): which members train on each row
@@ -235,12 +236,46 @@ def test_distillation_trainer_accumulation_is_exact_with_member_masks(tmp_path, 
     for bs, ga in ((8, 1), (4, 2)):
         torch.manual_seed(0)
         model = MtCNNEnsembleForReportClassification(ensemble_config())
-        args = DistillationConfig(
+        args = MtCNNDistillationConfig(
             output_dir=str(tmp_path / f"{bs}"), max_steps=1, per_device_train_batch_size=bs,
             gradient_accumulation_steps=ga, learning_rate=0.1, optim="sgd", report_to="none", use_cpu=True,
             save_strategy="no", disable_tqdm=True, max_grad_norm=0.0, lr_scheduler_type="constant",
         )  # fmt: skip
-        DistillationTrainer(model=model, args=args, train_dataset=rows, data_collator=collate).train()
+        MtCNNDistillationTrainer(model=model, args=args, train_dataset=rows, data_collator=collate).train()
         weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     for name in weights[0]:
         torch.testing.assert_close(weights[1][name], weights[0][name], rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_ensemble_loss_is_the_members_multitask_loss_with_task_weights(ensemble, tmp_path):
+    """The ensemble trains through the student's loss: task weights honoured, each member normalised alone."""
+    from reportkd.losses import multitask_kd_loss
+    from reportkd.text.mtcnn import MtCNNDistillationConfig, MtCNNDistillationTrainer
+
+    weights = {"organ": 3.0, "grade": 1.0}
+    args = MtCNNDistillationConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, task_weights=weights)
+    trainer = MtCNNDistillationTrainer(model=ensemble, args=args)
+    mask = torch.tensor([[1, 1, 0, 1, 1, 0], [0, 1, 1, 1, 0, 1], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    inputs = {"input_ids": batch(), "labels": LABELS, "member_mask": mask}
+    loss = trainer.compute_loss(ensemble, inputs, num_items_in_batch=trainer.count_items(inputs))
+    expected = 0.0
+    for m in range(3):
+        rows = mask[m]
+        with torch.no_grad():
+            logits = ensemble.member(m)(batch()[rows]).logits
+        expected += multitask_kd_loss(logits, None, LABELS[rows], alpha=0.0, task_weights=weights)
+    torch.testing.assert_close(loss, torch.as_tensor(expected))
+
+    before = {t: ensemble.classifiers[t].weight.detach().clone() for t in TASKS}
+    args = MtCNNDistillationConfig(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=2, per_device_train_batch_size=6,
+        save_strategy="no", disable_tqdm=True, task_weights={"organ": 1.0, "grade": 0.0}, max_grad_norm=0.0,
+    )  # fmt: skip
+    rows = [{"input_ids": batch()[i].tolist(), "labels": LABELS[i].tolist()} for i in range(6)]
+
+    def collate(features):
+        return {k: torch.tensor([f[k] for f in features]) for k in ("input_ids", "labels")}
+
+    MtCNNDistillationTrainer(model=ensemble, args=args, train_dataset=rows, data_collator=collate).train()
+    assert torch.equal(before["grade"], ensemble.classifiers["grade"].weight)  # weight 0: no gradient
+    assert not torch.equal(before["organ"], ensemble.classifiers["organ"].weight)

@@ -150,6 +150,33 @@ def test_multitask_loss_is_mean_of_task_means():
     torch.testing.assert_close(weighted, F.cross_entropy(student["organ"], labels[:, 0]))
 
 
+def test_multitask_loss_member_axis_is_each_member_alone():
+    """Ensemble logits (N, B, C): each member's loss on its own rows (member_mask), summed over members."""
+    g = torch.Generator().manual_seed(3)
+    student = {"organ": torch.randn(3, 8, 3, generator=g), "grade": torch.randn(3, 8, 4, generator=g)}
+    teacher = {k: torch.randn(8, v.shape[-1], generator=g).softmax(-1) for k, v in student.items()}
+    labels = torch.stack([torch.randint(0, 3, (8,), generator=g), torch.randint(0, 4, (8,), generator=g)], 1)
+    labels[:3, 1] = -100
+    mask = torch.rand(3, 8, generator=g) < 0.6
+    mask[:, 0] = True
+    kw = dict(alpha=0.4, temperature=2.0, task_weights={"organ": 2.0, "grade": 1.0})
+    per_member = multitask_kd_loss(student, teacher, labels, member_mask=mask, sum_members=False, **kw)
+    for m in range(3):
+        rows = mask[m]
+        alone = multitask_kd_loss(
+            {k: v[m, rows] for k, v in student.items()}, {k: v[rows] for k, v in teacher.items()}, labels[rows], **kw
+        )
+        torch.testing.assert_close(per_member[m], alone)
+    total = multitask_kd_loss(student, teacher, labels, member_mask=mask, **kw)
+    torch.testing.assert_close(total, per_member.sum())
+    # (N, T) per-member counts of a larger step: each member's loss scales by its own count ratio
+    counts = (mask[:, :, None] & labels.ne(-100)[None]).sum(1)
+    doubled = multitask_kd_loss(student, teacher, labels, member_mask=mask, num_items_in_batch=2 * counts, **kw)
+    torch.testing.assert_close(doubled, total / 2)
+    with pytest.raises(ValueError, match="member_mask"):
+        multitask_kd_loss(student, teacher, labels, member_mask=mask[:, :4], **kw)
+
+
 def test_registry_refuses_duplicates():
     assert {"soft_target_kd", "generalized_jsd", "feature", "multitask_kd"} <= set(LOSSES.names())
     with pytest.raises(ValueError, match="already registered"):

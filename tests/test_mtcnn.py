@@ -1,11 +1,12 @@
 import importlib
 
 import pytest
-import reportkd.text.mtcnn as mtcnn_pkg
 import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+import reportkd.text.mtcnn as mtcnn_pkg
 from reportkd.text.mtcnn import MtCNNConfig, MtCNNForReportClassification, train_word_tokenizer
 from reportkd.text.mtcnn.modeling_mtcnn import multitask_loss
-from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 TASKS = {"organ": ["breast", "kidney", "other"], "grade": ["G1", "G2", "G3", "G4"]}
 

@@ -17,11 +17,11 @@ import torch
 
 def main(out_file: str, per_device: int) -> None:
     from datasets import Dataset
-    from reportkd.text.skd import SKDConfig, SKDTrainer
-    from reportkd.text.skd.models import causal_lm_from_config, train_bpe_tokenizer
     from safetensors.torch import save_file
 
     from reportkd.synthetic import generate_reports
+    from reportkd.text.skd import SKDConfig, SKDTrainer
+    from reportkd.text.skd.models import causal_lm_from_config, train_bpe_tokenizer
 
     torch.set_num_threads(1)
     records = generate_reports(8, seed=0)

@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 from datasets import Dataset
-from reportkd.text.skd import MODES, PromptCompletionCollator, SKDConfig, SKDTrainer
-from reportkd.text.skd.models import causal_lm_from_config, train_bpe_tokenizer
 
 from reportkd.synthetic import generate_reports
+from reportkd.text.skd import MODES, PromptCompletionCollator, SKDConfig, SKDTrainer
+from reportkd.text.skd.models import causal_lm_from_config, train_bpe_tokenizer
 
 
 @pytest.fixture(scope="module")

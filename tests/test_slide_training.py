@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from slide_tiny import tiny_aligned, tiny_encoder, trainer_args
+
 from reportkd.vlm.slide.alignment import TEXT_ENCODERS, SlideReportModel, load_slide_model, load_text_encoder
 from reportkd.vlm.slide.data import SlideCollator, synthetic_dataset
 from reportkd.vlm.slide.evaluation import encode_slides, label_retrieval_metrics
@@ -15,7 +17,6 @@ from reportkd.vlm.slide.trainer import (
     SlideDistillationConfig,
     SlideDistillationTrainer,
 )
-from slide_tiny import tiny_aligned, tiny_encoder, trainer_args
 
 
 def retrieval_map(model, grid="fine"):
@@ -96,8 +97,9 @@ def test_alignment_learns_and_the_model_round_trips(tmp_path, aligned_teacher):
 
 
 def test_hf_text_encoder_round_trip(tmp_path):
-    from reportkd.text.mtcnn.tokenization import train_word_tokenizer
     from transformers import BertConfig, BertModel
+
+    from reportkd.text.mtcnn.tokenization import train_word_tokenizer
 
     reports = [synthetic_dataset("n=32,seed=0")[i]["report"] for i in range(32)]
     tokenizer = train_word_tokenizer(reports, min_count=1, max_length=64)

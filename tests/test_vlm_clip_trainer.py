@@ -3,10 +3,11 @@
 import open_clip
 import pytest
 import torch
+from vlm_clip_tiny import bundles, clone, make_args, tiny_data
+
 from reportkd.vlm.clip.data import CLIPCollator
 from reportkd.vlm.clip.models import count_flops
 from reportkd.vlm.clip.trainer import CLIPDistillationTrainer
-from vlm_clip_tiny import bundles, clone, make_args, tiny_data
 
 MATCHES = [
     {"student": "visual.transformer.resblocks.1", "teacher": "visual.transformer.resblocks.1", "weight": 2.0},

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import TinyMultitaskConfig, TinyMultitaskModel, tiny_dataset  # noqa: E402
 
 from reportkd.data import ReportCollator  # noqa: E402
-from reportkd.trainer import DistillationConfig, DistillationTrainer  # noqa: E402
+from reportkd.text.mtcnn import MtCNNDistillationConfig, MtCNNDistillationTrainer  # noqa: E402
 
 
 def main(out_file: str, per_device: int, accum: int) -> None:
@@ -21,7 +21,7 @@ def main(out_file: str, per_device: int, accum: int) -> None:
     torch.manual_seed(1)
     student = TinyMultitaskModel(TinyMultitaskConfig())
     data = tiny_dataset(32, teacher=teacher)
-    args = DistillationConfig(
+    args = MtCNNDistillationConfig(
         output_dir=str(Path(out_file).parent / "ddp_out"),
         report_to="none",
         per_device_train_batch_size=per_device,
@@ -39,7 +39,7 @@ def main(out_file: str, per_device: int, accum: int) -> None:
         temperature=2.0,
         dataloader_num_workers=0,
     )
-    trainer = DistillationTrainer(model=student, args=args, train_dataset=data, data_collator=ReportCollator())
+    trainer = MtCNNDistillationTrainer(model=student, args=args, train_dataset=data, data_collator=ReportCollator())
     trainer.train()
     if trainer.accelerator.is_main_process:
         from safetensors.torch import save_file

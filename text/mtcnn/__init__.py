@@ -8,8 +8,8 @@ from transformers import AutoConfig, AutoModel
 from .configuration_mtcnn import MtCNNConfig, MtCNNEnsembleConfig
 from .dac import DACConfig, DACTrainer, dac_alphas, dac_decisions
 from .ensemble import MtCNNEnsembleForReportClassification, MtCNNEnsembleOutput
-from .modeling_mtcnn import MtCNNForReportClassification, MtCNNOutput
 from .model_kind import register_kinds
+from .modeling_mtcnn import MtCNNForReportClassification, MtCNNOutput
 from .tokenization import train_word_tokenizer
 from .trainer import MtCNNDistillationConfig, MtCNNDistillationTrainer, MultitaskTrainingConfig, parse_task_weights
 

@@ -103,6 +103,7 @@ class DACTrainer(MultitaskTrainer):
     """
 
     args_class = DACConfig
+    card_method = "deep_abstaining_classifier"  # reportkd.hub method key of distillation.json / the model card
 
     def __init__(self, model=None, args: DACConfig | None = None, **kwargs: Any) -> None:
         if not isinstance(args, DACConfig):
