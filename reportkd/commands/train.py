@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from reportkd.recipes import apply_env, available_recipes, load_recipe
+from reportkd.recipes import apply_env, available_recipes, load_recipe, recipe_entry_points
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     if args.list or not args.recipe:
         _print_list()
         return 0 if args.list else 2
+    if args.recipe not in recipe_entry_points():
+        load_recipe(args.recipe)  # the error that lists the registered recipes
     apply_env(args.recipe_args)  # before the recipe's module imports torch / transformers
-    recipe = load_recipe(args.recipe)  # an unknown name is an error that lists the registered ones
+    recipe = load_recipe(args.recipe)
     recipe(list(args.recipe_args))  # prints its own summary
     return 0

@@ -391,6 +391,15 @@ class CLIPDistillationTrainer(DistillationTrainer):
         }
 
     # -- export -----------------------------------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Checkpoints: weights and arguments only (``Trainer`` would call the open_clip tokenizer's missing
+        ``save_pretrained`` through ``data_collator.tokenizer``)."""
+        collator, self.data_collator = self.data_collator, None
+        try:
+            super()._save(output_dir, state_dict=state_dict)
+        finally:
+            self.data_collator = collator
+
     def save_student(self, save_dir: str, *, model_cfg: dict[str, Any], tokenizer: Any = None,
                      model_card: str | None = None) -> str | None:  # fmt: skip
         """Saves the student alone in open_clip's hub format (main process only); see ``models.save_open_clip``.

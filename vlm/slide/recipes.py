@@ -267,7 +267,7 @@ def train_teacher(script_args: DistillArguments, args: SlideDistillationConfig, 
     teacher_args = SlideAlignmentConfig(**{
         **{k: getattr(args, k) for k in shared}, "output_dir": str(out.parent),
         "max_steps": script_args.teacher_train_steps, "learning_rate": script_args.teacher_learning_rate,
-        "teacher_model_name_or_path": None, "loss": "clip_contrastive", "temperature": 1.0, "push_to_hub": False,
+        "teacher_model_name_or_path": None, "push_to_hub": False,
         "resume_from_checkpoint": None,
     })  # fmt: skip
     factor = 2 if script_args.xmag else 1  # the synthetic fine grid has 2x the cells of the coarse one per side
