@@ -107,6 +107,11 @@ def test_data_files_need_their_exact_name_and_a_symlink_inside_the_folder_is_upl
     assert "reports.jsonl" not in plan.files and "extras/labels_map.json" not in plan.files
     plan = plan_upload(model_dir, "org/m", include=["reports.jsonl"])
     assert "reports.jsonl" in plan.files
+    (model_dir / "extras" / "vocab_map.json").write_text("{}")
+    plan = plan_upload(model_dir, "org/m", include=["extras"])  # a folder: the files under it, data ones excepted
+    assert "extras/vocab_map.json" in plan.files and "extras/labels_map.json" not in plan.files
+    with pytest.raises(ValueError, match="symlinked folder"):
+        plan_upload(model_dir, "org/m", include=["linked_dir"])
     os.remove(model_dir / "vocab.txt")
     os.symlink("tokenizer.json", model_dir / "vocab.txt")  # resolves inside: its target's bytes are uploaded
     push_to_hub(model_dir, "org/m", local_hub=tmp_path / "hub")

@@ -85,7 +85,10 @@ def check_include(pattern: str, folder: Path) -> str:
         raise ValueError(f"--include {pattern!r} is not a path inside {folder}: give a path relative to the folder.")
     if ".." in posix.split("/"):
         raise ValueError(f"--include {pattern!r} reaches outside {folder}: only files inside the folder are uploaded.")
-    return posix.removeprefix("./")
+    posix = posix.removeprefix("./")
+    if posix in (".", ""):
+        raise ValueError(f"--include {pattern!r} names the whole folder: name files, subfolders or glob patterns.")
+    return posix
 
 
 def resolve_inside(folder: Path, rel: str) -> Path | None:
@@ -96,6 +99,15 @@ def resolve_inside(folder: Path, rel: str) -> Path | None:
     except (OSError, RuntimeError):
         return None
     return target if target.is_relative_to(root) and target.is_file() else None
+
+
+def _folder_pattern(pattern: str, folder: Path) -> str:
+    """A subfolder named in ``include`` stands for the files under it (``extras`` → ``extras/**``)."""
+    if _GLOB_CHARS & set(pattern) or not (folder / pattern).is_dir():
+        return pattern
+    if (folder / pattern.rstrip("/")).is_symlink():
+        raise ValueError(f"Refusing to upload {pattern} (--include {pattern!r}): {SYMLINK_DIR.split(' (')[0]}.")
+    return pattern.rstrip("/") + "/**"
 
 
 def _walk(folder: Path) -> tuple[list[str], list[str]]:
@@ -126,7 +138,7 @@ def select_files(folder: str | os.PathLike, kind: ModelKind, include: Sequence[s
         FileNotFoundError: An include pattern matches no file.
     """
     folder = Path(folder)
-    patterns = [check_include(p, folder) for p in include]
+    patterns = [_folder_pattern(check_include(p, folder), folder) for p in include]
     exact = {p for p in patterns if not (_GLOB_CHARS & set(p))}
     paths, linked_dirs = _walk(folder)
     selection = FileSelection(left_out={d: SYMLINK_DIR for d in linked_dirs})
