@@ -5,11 +5,11 @@ import subprocess
 import sys
 
 import torch
-from reportkd.vlm.slide.alignment import load_slide_model
 from slide_tiny import batch_of, random_slide, tiny_aligned
 from transformers import AutoModel
 
 from reportkd.hub import push_to_hub
+from reportkd.vlm.slide.alignment import load_slide_model
 
 
 def test_slide_report_model_round_trips_through_the_local_hub(tmp_path):
