@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
 
 FIELDS = ("organ", "histology", "grade", "t_stage", "laterality", "behavior")
 STUDENTS = ("sft", "supervised_kd", "on_policy", "skd")
@@ -84,11 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
         results = json.loads(Path(args.from_results).read_text())
         source = args.from_results
     else:
-        from skd_report_generation import main as recipe_main
-        from skd_report_generation import make_parser
+        from skd_ablation import main as ablation_main  # benchmarks/ is on sys.path when run as a script
 
         modes = [] if "--modes" in recipe_args else ["--modes", *STUDENTS]
-        results = recipe_main(*make_parser().parse_args_and_config(["--config", args.config, *modes, *recipe_args]))
+        results = ablation_main(["--config", args.config, *modes, *recipe_args])
         source = f"recipe {args.config} {' '.join(recipe_args)}".strip()
     for m in results.values():
         m.pop("examples", None)

@@ -21,7 +21,6 @@ import copy
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +28,6 @@ import torch
 from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
 
 TEACHER = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
            "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True,
@@ -64,14 +62,14 @@ def counting(cls):
 
 
 def load_rows(n: int, prompt_words: int) -> tuple[list[dict], str]:
-    from skd_report_generation import DEFAULT_DATA, ScriptArguments, load_split
+    from reportkd.text.skd.recipe import ScriptArguments
+    from reportkd.text.skd.report_task import DEFAULT_DATA, load_split
 
     if DEFAULT_DATA.exists():
         train, _ = load_split(ScriptArguments(max_train_samples=n, max_eval_samples=1, prompt_words=prompt_words))
         return train, "TCGA reports"
-    from skd_report_generation import make_example
-
     from reportkd.synthetic import generate_reports
+    from reportkd.text.skd.report_task import make_example
 
     return [make_example(r, prompt_words) for r in generate_reports(n, seed=0)], "synthetic reports"
 

@@ -158,13 +158,8 @@ def test_evaluate_clip_on_a_saved_model(tmp_path):
 
 
 def test_recipe_runs_end_to_end_offline_and_the_student_loads_back(tmp_path, monkeypatch):
-    import importlib.util
-    import sys
+    from reportkd.vlm.clip import recipe
 
-    spec = importlib.util.spec_from_file_location("clip_distill_recipe", REPO / "recipes" / "clip_distill.py")
-    recipe = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, recipe)  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(recipe)
     script_args, args = recipe.parse_args([
         "--config", str(REPO / "recipes" / "configs" / "clip_distill_synthetic.yaml"),
         "--teacher_model_name_or_path", TEACHER, "--student_model", STUDENT, "--teacher_train_steps", "2",
@@ -175,7 +170,7 @@ def test_recipe_runs_end_to_end_offline_and_the_student_loads_back(tmp_path, mon
         "--mask_ratio_end", "0.3",
     ])  # fmt: skip
     assert args.fd_weight == 2000.0 and args.max_steps == 2  # YAML value kept, flag override applied
-    result = recipe.main(script_args, args)
+    result = recipe.run(script_args, args)
     model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{result['save_dir']}")
     assert model.visual.image_size == (32, 32)
     assert "i2t_R@1" in result["metrics"]
