@@ -10,6 +10,7 @@ and causal LMs distilled with a logit loss of :data:`LOGIT_LOSSES`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,30 @@ class DistillationConfig(TrainingArguments):
         super().__post_init__()
         if not isinstance(self.teacher_outputs_key, str) or not self.teacher_outputs_key:
             raise ValueError(f"teacher_outputs_key must be a non-empty string, got {self.teacher_outputs_key!r}.")
+
+    @classmethod
+    def from_training_args(cls, args: TrainingArguments, **overrides: Any) -> DistillationConfig:
+        """This config built from a user's ``TrainingArguments`` (or another config), plus ``overrides``.
+
+        Every field both classes have is copied (bf16, gradient accumulation, max_steps, report_to, use_cpu…),
+        except that a field left at the ``TrainingArguments`` default keeps this config's own default (e.g.
+        ``remove_unused_columns=False``, ``hub_private_repo=True``). Fields only ``args`` has are dropped.
+
+        Args:
+            args: The user's training arguments.
+            **overrides: Fields to set on top (``output_dir``, ``alpha``…).
+        """
+        base = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
+        own = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+        values = {}
+        for f in dataclasses.fields(args):
+            if not f.init or f.name not in own or f.name in overrides:
+                continue
+            value = getattr(args, f.name)
+            if f.name in base and own[f.name] != base[f.name] and value == base[f.name]:
+                continue  # unchanged TrainingArguments default: this config's default wins
+            values[f.name] = value
+        return cls(**values, **overrides)
 
 
 def load_teacher(

@@ -293,3 +293,19 @@ def test_generalized_jsd_is_called_with_its_beta(tmp_path):
     loss = trainer.compute_loss(trainer.model, batch)
     expected = generalized_jsd_loss(s[:, :-1], t[:, :-1], labels[:, 1:], beta=0.2, temperature=2.0)
     torch.testing.assert_close(loss, expected)
+
+
+def test_config_from_user_training_arguments_keeps_their_flags(tmp_path):
+    from transformers import TrainingArguments
+
+    from reportkd.text.mtcnn import DACConfig
+
+    user = TrainingArguments(output_dir=str(tmp_path / "u"), gradient_accumulation_steps=4, max_steps=7,
+                             report_to="none", use_cpu=True, learning_rate=1e-3, seed=11)  # fmt: skip
+    student = MtCNNDistillationConfig.from_training_args(user, alpha=0.3, output_dir=str(tmp_path / "s"))
+    assert (student.gradient_accumulation_steps, student.max_steps, student.learning_rate, student.seed) == (
+        4, 7, 1e-3, 11)  # fmt: skip
+    assert student.use_cpu and student.alpha == 0.3 and student.output_dir == str(tmp_path / "s")
+    assert student.remove_unused_columns is False and student.hub_private_repo is True  # this config's defaults
+    dac = DACConfig.from_training_args(student, dac_target_accuracy=0.9)
+    assert dac.gradient_accumulation_steps == 4 and not hasattr(dac, "alpha")
