@@ -57,3 +57,21 @@ def test_missing_labels_and_bad_probabilities():
         empirical_threshold(probs, labels, 0.9)
     with pytest.raises(ValueError, match="target_accuracy"):
         empirical_threshold(probs, labels, 1.5)
+
+
+def test_one_subpackage_with_its_api_at_the_top_and_no_shadowed_module():
+    import importlib
+    import types
+
+    import reportkd.abstention as abstention
+
+    for name in abstention.__all__:
+        assert hasattr(abstention, name), name
+    for sub in ("calibration", "empirical", "ltt", "metrics", "plots", "predictions", "thresholds"):
+        module = importlib.import_module(f"reportkd.abstention.{sub}")
+        assert getattr(abstention, sub) is module  # the attribute is the module, not a function of that name
+        assert sub not in abstention.__all__
+    assert isinstance(abstention.selective_metrics, types.FunctionType)
+    for old in ("reportkd.thresholds", "reportkd.selective_metrics", "reportkd.predictions", "reportkd.plots"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)

@@ -172,14 +172,14 @@ def test_pickle_weights_need_allow_pickle(env, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "damage, named",
+    "damage, named, code",
     [
-        ("truncate", "model.safetensors"),
-        ("delete", "no weights file"),
-        ("config", "config.json is not valid JSON"),
+        ("truncate", "model.safetensors is truncated", 1),  # runtime failure: the file is damaged
+        ("delete", "no weights file", 2),  # usage error: a missing input
+        ("config", "config.json is not valid JSON", 1),
     ],
 )
-def test_broken_model_folders_give_one_line(env, tmp_path, capsys, damage, named):
+def test_broken_model_folders_give_one_line(env, tmp_path, capsys, damage, named, code):
     model = copy_model(env, tmp_path)
     weights = model / "model.safetensors"
     if damage == "truncate":
@@ -190,7 +190,7 @@ def test_broken_model_folders_give_one_line(env, tmp_path, capsys, damage, named
         (model / "config.json").write_text('{"model_type": "mtcnn", ')
     out = tmp_path / "o.jsonl"
     rc, _, err = run_cli(capsys, "predict", "--model", model, "--data", env["data"], "--out", out)
-    assert rc != 0 and named in err and "Traceback" not in err, err
+    assert rc == code and named in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 

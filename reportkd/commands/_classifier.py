@@ -7,8 +7,9 @@ A classifier directory is what ``save_classifier`` writes: ``save_pretrained`` w
 Loading is safe by default: Python code shipped with a model (``auto_map`` in ``config.json`` or
 ``tokenizer_config.json``) is refused unless ``--trust-remote-code``, and weights must be safetensors unless
 ``--allow-pickle`` (a pickle ``pytorch_model.bin`` can run code when loaded). A broken ``config.json`` or a truncated
-weights file is reported in one line naming the file. Outputs are checked before anything runs: never an input file,
-never an existing file without ``--overwrite``, and in a writable folder.
+weights file is reported in one line naming the file (a :class:`~reportkd.errors.RuntimeFailure`: exit code 1).
+Outputs are checked before anything runs: never an input file, never an existing file without ``--overwrite``, and
+in a writable folder.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from reportkd.abstention import (
     weights_fingerprint,
 )
 from reportkd.data import IGNORE_INDEX, LoadStats, encode_reports, is_missing, load_reports
+from reportkd.errors import RuntimeFailure
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
+        raise RuntimeFailure(
             f"{path} is not valid JSON ({getattr(e, 'msg', e)}); restore it or re-save the model with save_pretrained."
         ) from None
 
@@ -105,7 +107,7 @@ def check_model_dir(model_dir: str | Path, *, trust_remote_code: bool = False, a
         )
     config = _read_json(config_path)
     if not isinstance(config, dict):
-        raise ValueError(f"{config_path} is not a JSON object; re-save the model with save_pretrained.")
+        raise RuntimeFailure(f"{config_path} is not a JSON object; re-save the model with save_pretrained.")
     if not trust_remote_code:
         for name in ("config.json", "tokenizer_config.json"):
             path = model_dir / name
@@ -136,7 +138,7 @@ def check_model_dir(model_dir: str | Path, *, trust_remote_code: bool = False, a
             with safe_open(str(path), framework="pt") as f:
                 f.keys()
         except Exception as e:  # SafetensorError: truncated, or not safetensors at all
-            raise ValueError(
+            raise RuntimeFailure(
                 f"{path} is truncated or corrupt ({e}); copy or download it again, or re-save the model."
             ) from None
     return model_dir
@@ -174,7 +176,7 @@ def load_classifier(
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
+        raise RuntimeFailure(
             f"Cannot load the model in {model_dir} ({type(e).__name__}: {first}); check that config.json, the "
             "weights and the tokenizer files come from one save_pretrained call (run with -v for details)."
         ) from e
