@@ -26,10 +26,10 @@ def write_jsonl(path, records):
 def build_classifier(out_dir, train, task_labels, *, steps=40, seed=0):
     """A tiny MtCNN trained a few steps (so its probabilities mean something), saved by save_classifier."""
     import torch
-    from reportkd.text.mtcnn import MtCNNConfig, MtCNNForReportClassification, train_word_tokenizer
-    from reportkd.text.mtcnn.pipeline import save_classifier
 
     from reportkd.data import ReportCollator, encode_reports, load_reports
+    from reportkd.text.mtcnn import MtCNNConfig, MtCNNForReportClassification, train_word_tokenizer
+    from reportkd.text.mtcnn.pipeline import save_classifier
 
     torch.manual_seed(seed)
     ds, _ = load_reports(train, task_columns=list(task_labels))
