@@ -3,11 +3,11 @@
     reportkd train --list
     reportkd train clip_distill --config recipes/configs/clip_distill_quick.yaml --max_steps 10
     reportkd train skd_report_generation --config my.yaml --resume_from_checkpoint last
-    accelerate launch --multi_gpu --num_processes 4 -m reportkd.recipes clip_distill --config x.yaml
+    python -m reportkd.recipes clip_distill --config x.yaml     # the same without the console script
 
 Recipes are the ``reportkd.recipes`` entry points (``reportkd train --list``); everything after the recipe's name is
 its own arguments (``reportkd train <recipe> --help`` lists them). The config's ``env:`` block is set before the
-recipe is imported.
+recipe is imported. Several processes: ``accelerate launch … recipes/<recipe>.py --config x.yaml``.
 """
 
 from __future__ import annotations

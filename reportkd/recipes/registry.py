@@ -41,7 +41,8 @@ def load_recipe(name: str) -> RecipeMain:
 
 
 def available_recipes() -> dict[str, str]:
-    """Every registered recipe that imports, as ``{name: first line of its docstring}``.
+    """Every registered recipe that imports, as ``{name: summary}`` (the first docstring line of its module, or of
+    its function when that is not named ``main``).
 
     A recipe that fails to import is left out with a warning naming it and the error.
     """
@@ -53,6 +54,7 @@ def available_recipes() -> dict[str, str]:
             logger.warning("recipe %s (%s) failed to import and is not available: %s: %s",
                            name, ep.value, type(e).__name__, e)  # fmt: skip
             continue
-        doc = (sys.modules[func.__module__].__doc__ or func.__doc__ or "").strip()
+        module_doc = sys.modules[func.__module__].__doc__ if func.__name__ == "main" else None
+        doc = (module_doc or func.__doc__ or "").strip()  # a module of several recipes: each function's own
         out[name] = doc.splitlines()[0] if doc else ""
     return out

@@ -235,7 +235,9 @@ def run_align(script_args: AlignArguments, args: SlideAlignmentConfig, command: 
 
 
 def align_main(argv: list[str] | None = None) -> dict:
-    """``slide_align``: parses ``argv`` (default ``sys.argv[1:]``), runs the recipe, prints its summary.
+    """Recipe: align a TITAN-style slide encoder (2D-ALiBi ViT over patch features) with pathology reports.
+
+    Parses ``argv`` (default ``sys.argv[1:]``), runs :func:`run_align`, prints its summary.
 
     Args:
         argv: Command-line arguments (``--config x.yaml`` and flags).
@@ -356,7 +358,9 @@ def run_distill(script_args: DistillArguments, args: SlideDistillationConfig, co
 
 
 def distill_main(argv: list[str] | None = None) -> dict:
-    """``slide_distill``: parses ``argv`` (default ``sys.argv[1:]``), runs the recipe, prints its summary.
+    """Recipe: distil a teacher slide encoder into a smaller student, optionally across magnifications (XMAG).
+
+    Parses ``argv`` (default ``sys.argv[1:]``), runs :func:`run_distill`, prints its summary.
 
     Args:
         argv: Command-line arguments (``--config x.yaml`` and flags).
