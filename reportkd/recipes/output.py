@@ -1,8 +1,9 @@
-"""Output folders and resuming, shared by every recipe (standard library only).
+"""Output folders and resuming, shared by every recipe (``accelerate`` is imported only to synchronise).
 
 A recipe refuses to write into a non-empty ``output_dir`` unless ``--overwrite_output_dir`` is given or it resumes;
 ``--resume_from_checkpoint`` is a ``checkpoint-N`` folder, or ``last`` / ``true`` for the newest one in the folder
-where the recipe's trainer writes its checkpoints. Both are checked before anything is trained.
+where the recipe's trainer writes its checkpoints. Both are checked before anything is trained, by every process
+before any of them writes.
 """
 
 from __future__ import annotations
@@ -108,4 +109,11 @@ def prepare_output_dir(
     """
     checkpoint = resolve_checkpoint(resume_from_checkpoint, checkpoint_dir or output_dir)
     check_output_dir(output_dir, overwrite=overwrite, resuming=checkpoint is not None)
+    _wait_for_everyone()  # under accelerate launch no process writes before every process has checked
     return checkpoint
+
+
+def _wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
