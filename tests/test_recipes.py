@@ -380,3 +380,40 @@ def test_recipe_modules_import_no_recipe_script():
         module = importlib.import_module(load_recipe(name).__module__)
         assert "recipes" not in Path(module.__file__).parts[-2:-1], module.__file__
     assert not any(n in sys.modules for n in ("_parser", "_env", "slide_align", "clip_distill"))
+
+
+def test_mtcnn_recipe_resumes_stage_by_stage_with_the_uninterrupted_weights(tmp_path, monkeypatch, capsys):
+    """Killed inside the student's training (after its checkpoint-2): `last` and a checkpoint path both resume."""
+    from transformers import Trainer
+
+    config, _ = config_for("mtcnn_distill")
+    common = ["--config", str(config), "--data", "synthetic:n=200,seed=0", "--train_dac", "false", "--max_steps", "4",
+              "--save_strategy", "steps", "--save_steps", "2"]  # fmt: skip
+    full = tmp_path / "full"
+    _run("mtcnn_distill", [*common, "--output_dir", str(full)])
+    real_save = Trainer._save_checkpoint
+
+    def killed_after_step_2(trainer, *args, **kwargs):
+        real_save(trainer, *args, **kwargs)
+        if trainer.args.output_dir.endswith("student") and trainer.state.global_step == 2:
+            raise KeyboardInterrupt("killed")
+
+    for how in ("last", "path"):
+        out = tmp_path / how
+        monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_step_2)
+        with pytest.raises(KeyboardInterrupt):
+            _run("mtcnn_distill", [*common, "--output_dir", str(out)])
+        monkeypatch.setattr(Trainer, "_save_checkpoint", real_save)
+        with pytest.raises(ValueError, match="not empty.*--overwrite_output_dir"):
+            _run("mtcnn_distill", [*common, "--output_dir", str(out)])
+        steps = _StepCounter(monkeypatch)
+        resume = "last" if how == "last" else str(out / "work" / "student" / "checkpoint-2")
+        _run("mtcnn_distill", [*common, "--output_dir", str(out), "--resume_from_checkpoint", resume])
+        assert steps.calls == 2, "only the student's last 2 steps are trained (ensemble and baseline reused)"
+        for folder in ("student", "baseline", "ensemble"):
+            a, b = (load_file(str(d / folder / "model.safetensors")) for d in (full, out))
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+        assert json.loads((out / "results.json").read_text())["models"] == json.loads(
+            (full / "results.json").read_text())["models"]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="not found"):
+        _run("mtcnn_distill", [*common, "--output_dir", str(full), "--resume_from_checkpoint", str(full / "nope")])

@@ -73,6 +73,8 @@ def _hash(obj: Any) -> str:
 def data_fingerprint(source: Any) -> str:
     """A hash of the reports: a file's bytes, a ``Dataset``'s fingerprint, or a list of records' JSON."""
     if isinstance(source, (str, os.PathLike)):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"Reports file {source} not found; give an existing .jsonl/.csv/.parquet file.")
         digest = hashlib.sha256()
         with open(source, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -175,28 +177,30 @@ def stage_settings(
     return s
 
 
-def _prepare_folder(out: Path, state: JobState, *, overwrite: bool, resume: bool | str | None) -> None:
-    """Applies the overwrite / resume rules to ``out`` before anything is trained."""
-    contents = [p for p in out.iterdir()] if out.is_dir() else []
+def _check_folder(out: Path, state: JobState, *, overwrite: bool, resume: bool | None) -> None:
+    """Applies the overwrite / resume rules to ``out`` (raises before anything is read or trained)."""
     if overwrite:
-        if state.is_main:
-            for name in OUTPUTS:
-                path = out / name
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                elif path.exists() or path.is_symlink():
-                    path.unlink()
         return
     recorded = state.recorded()
     if resume and not recorded:
         raise ValueError(f"Nothing to resume in {out}: it holds no run of this job; drop the resume option.")
-    if not contents:
+    if not any(out.iterdir()):
         return
     if not recorded or resume is False:
         raise ValueError(f"The output folder {out} is not empty; pass --overwrite to replace it or choose a new one.")
     state.check()
     if resume is None and state.complete("calibration"):
         raise ValueError(f"{out} already holds a finished run of this job; pass --overwrite to redo it.")
+
+
+def _remove_outputs(out: Path) -> None:
+    """Removes what an earlier run of the job wrote into ``out`` (nothing else)."""
+    for name in OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def run_mtcnn_job(
@@ -210,6 +214,7 @@ def run_mtcnn_job(
     command: str | None = None,
     callbacks: list | None = None,
     on_stage_end: Callable[[str], None] | None = None,
+    overwrite_flag: str = "--overwrite",
 ) -> dict[str, Any]:
     """Runs (or resumes) the whole job into ``training_args.output_dir``; returns the results (``results.json``).
 
@@ -226,22 +231,30 @@ def run_mtcnn_job(
         command: The command line recorded in the provenance files.
         callbacks: Extra ``TrainerCallback`` objects for every training stage.
         on_stage_end: Called with each stage's name once it is complete (hooks, tests).
+        overwrite_flag: How the caller's command line spells ``overwrite`` (named in the errors).
     """
     from accelerate import PartialState
 
     out = Path(training_args.output_dir)
     check_output_dir(out, source)
     seed = training_args.seed
-    prepared = stages.prepare_data(source, job, seed)
     run = ["teacher", "soft_labels", *(["baseline"] if job.train_baseline else []), "student"]
     run += ["dac"] if job.train_dac else []
     process = PartialState()
     state = JobState(out, stage_settings(job, training_args, data_fingerprint(source), run),
                      is_main=process.is_main_process)  # fmt: skip
     checkpoint = None
-    if isinstance(resume, (str, os.PathLike)):
+    if isinstance(resume, (str, os.PathLike)) and str(resume).strip().lower() in ("last", "true"):
+        resume = True
+    elif isinstance(resume, (str, os.PathLike)):
         checkpoint, resume = _checkpoint_stage(out, resume), True
-    _prepare_folder(out, state, overwrite=overwrite, resume=resume)
+    try:
+        _check_folder(out, state, overwrite=overwrite, resume=resume)
+    except ValueError as e:
+        raise ValueError(str(e).replace("--overwrite", overwrite_flag)) from None
+    prepared = stages.prepare_data(source, job, seed)  # validates the reports before anything is removed
+    if overwrite and process.is_main_process:
+        _remove_outputs(out)
     process.wait_for_everyone()
 
     def stage(name: str, build: Callable[[str | None], Any], load: Callable[[], Any]) -> Any:
@@ -304,10 +317,8 @@ def run_mtcnn_job(
     return results
 
 
-def _checkpoint_stage(out: Path, checkpoint: str | os.PathLike) -> tuple[str, Path] | None:
-    """``(stage, folder)`` for ``last`` / ``true`` (None) or a ``checkpoint-N`` folder of one of the stages."""
-    if str(checkpoint).strip().lower() in ("last", "true"):
-        return None
+def _checkpoint_stage(out: Path, checkpoint: str | os.PathLike) -> tuple[str, Path]:
+    """``(stage, folder)`` of a ``checkpoint-N`` folder of one of the job's stages."""
     path = Path(checkpoint).resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"Checkpoint {checkpoint} not found; give a checkpoint-N folder of this job or last.")

@@ -119,6 +119,8 @@ def stage_args(
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in names}
     # stages never push (the caller pushes the saved folder) and keep the columns their collators need
     values.update(push_to_hub=False, remove_unused_columns=False, resume_from_checkpoint=None)
+    if "teacher_model_name_or_path" in values:
+        values["teacher_model_name_or_path"] = None  # the job's teacher is its own ensemble
     values.update(output_dir=str(output_dir), **overrides)
     return config_class(**values)
 

@@ -1,0 +1,121 @@
+"""The MtCNN job takes the user's TrainingArguments through to every stage, and guards its output folder."""
+
+import dataclasses
+import json
+
+import pytest
+from transformers import TrainerCallback, TrainingArguments
+
+from reportkd.cli import main as cli_main
+from reportkd.synthetic import generate_reports, write_reports
+from reportkd.text.mtcnn.arguments import MtCNNJobArguments
+from reportkd.text.mtcnn.job import default_training_args, run_mtcnn_job
+from reportkd.text.mtcnn.pipeline import stage_args
+from reportkd.text.mtcnn.trainer import MtCNNDistillationConfig
+
+
+def tiny_job(**kw) -> MtCNNJobArguments:
+    values = dict(tasks=["organ", "grade"], members=2, folds=2, embedding_dim=8, num_filters=4, kernel_sizes=[2, 3],
+                  max_length=64)  # fmt: skip
+    return MtCNNJobArguments(**{**values, **kw})
+
+
+@pytest.fixture(scope="module")
+def records():
+    return generate_reports(100, seed=2)
+
+
+class Spy(TrainerCallback):
+    """Records, per stage trainer, the arguments it trained with and its last global step."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.seen[args.output_dir.rsplit("/", 1)[-1]] = (args, state.global_step)
+
+
+def test_user_training_flags_reach_every_stage_including_the_teacher_ensemble(records, tmp_path):
+    spy = Spy()
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, gradient_accumulation_steps=2, per_device_train_batch_size=8,
+        learning_rate=2e-3, weight_decay=0.01, max_grad_norm=0.5, seed=11, report_to="none", use_cpu=True,
+        disable_tqdm=True,
+    )  # fmt: skip
+    run_mtcnn_job(records, tiny_job(train_dac=True), args, callbacks=[spy])
+    assert set(spy.seen) == {"teacher", "baseline", "student", "dac"}
+    for stage, (seen, steps) in spy.seen.items():
+        assert steps == 2, stage  # max_steps reached the stage's trainer
+        assert (seen.gradient_accumulation_steps, seen.per_device_train_batch_size) == (2, 8), stage
+        assert (seen.learning_rate, seen.weight_decay, seen.seed, seen.use_cpu) == (2e-3, 0.01, 11, True), stage
+    teacher = spy.seen["teacher"][0]
+    assert teacher.max_grad_norm == 0.0  # clipped per member instead, at the user's norm
+    assert spy.seen["student"][0].max_grad_norm == 0.5
+    assert spy.seen["student"][0].alpha == 0.5 and spy.seen["student"][0].teacher_outputs_type == "probs"
+
+
+def test_stage_args_copy_every_shared_field_and_set_only_the_stage_fields(tmp_path):
+    user = default_training_args(tmp_path, gradient_accumulation_steps=4, bf16=False, seed=9, logging_steps=7)
+    stage = stage_args(user, tmp_path / "work" / "teacher", max_grad_norm=0.0, task_weights={"organ": 2.0})
+    assert isinstance(stage, MtCNNDistillationConfig)
+    changed = {"output_dir", "max_grad_norm", "remove_unused_columns"}
+    for f in dataclasses.fields(TrainingArguments):
+        if f.name not in changed:
+            assert getattr(stage, f.name) == getattr(user, f.name), f.name
+    assert stage.output_dir.endswith("teacher") and stage.task_weights == {"organ": 2.0}
+
+
+def test_bad_job_settings_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="alpha must be in"):
+        tiny_job(alpha=-0.1)
+    code = cli_main(["demo", "--output-dir", str(tmp_path / "out"), "--temperature", "0", "--reports", "50"])
+    assert code == 2 and not (tmp_path / "out").exists()
+
+
+def test_output_equal_to_or_inside_the_input_file_is_refused(records, tmp_path):
+    data = write_reports(tmp_path / "reports.jsonl", records)
+    before = data.read_bytes()
+    for out in (data, data / "sub"):
+        with pytest.raises(ValueError, match="input file"):
+            run_mtcnn_job(str(data), tiny_job(), default_training_args(out))
+    assert data.read_bytes() == before
+
+
+def test_an_output_folder_under_a_file_is_a_one_line_error(records, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        run_mtcnn_job(records, tiny_job(), default_training_args(blocker / "out"))
+
+
+def test_a_foreign_non_empty_folder_is_refused_unless_overwrite(records, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    args = default_training_args(tmp_path, max_steps=1, disable_tqdm=True)
+    with pytest.raises(ValueError, match="not empty; pass --overwrite"):
+        run_mtcnn_job(records, tiny_job(), args)
+    run_mtcnn_job(records, tiny_job(), args, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # --overwrite replaces only the job's own outputs
+    assert (tmp_path / "student" / "thresholds.json").is_file()
+
+
+def test_resume_without_a_run_to_resume_is_refused(records, tmp_path):
+    with pytest.raises(ValueError, match="Nothing to resume"):
+        run_mtcnn_job(records, tiny_job(), default_training_args(tmp_path), resume=True)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        run_mtcnn_job(records, tiny_job(), default_training_args(tmp_path), resume=str(tmp_path / "checkpoint-9"))
+
+
+def test_second_demo_into_the_same_folder_refuses_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "demo"
+    flags = ["demo", "--output-dir", str(out), "--reports", "120", "--members", "2", "--folds", "2", "--epochs", "1",
+             "--embedding-dim", "8", "--num-filters", "4", "--max-length", "64", "--tasks", "organ,grade"]  # fmt: skip
+    assert cli_main(flags) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert (out / "student" / "thresholds.json").is_file() and (out / "baseline" / "thresholds.json").is_file()
+    capsys.readouterr()
+    assert cli_main(flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err
+    assert json.loads((out / "results.json").read_text()) == first
+    assert cli_main([*flags, "--overwrite"]) == 0
+    assert json.loads((out / "results.json").read_text())["models"] == first["models"]  # same seed, same run
