@@ -123,10 +123,6 @@ class Predictions:
             h.update(np.ascontiguousarray(self.probs[t], dtype="<f4").tobytes())
         return h.hexdigest()[:16]
 
-    def duplicate_ids(self) -> int:
-        """Number of rows whose id already appeared on an earlier row."""
-        return len(self.ids) - len(set(self.ids))
-
     def missing_label_tasks(self) -> list[str]:
         """Tasks without any label column."""
         return [t for t in self.task_labels if t not in (self.labels or {})]
