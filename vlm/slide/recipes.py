@@ -265,13 +265,12 @@ def train_teacher(script_args: DistillArguments, args: SlideDistillationConfig, 
     spec = script_args.teacher_text_encoder
     model = SlideReportModel(encoder, load_text_encoder(spec, **text_options(spec, "mean")))
     out = Path(args.output_dir) / "teacher" / "model"
-    shared = {f.name for f in dataclasses.fields(SlideAlignmentConfig) if f.init} & set(args.to_dict())
-    teacher_args = SlideAlignmentConfig(**{
-        **{k: getattr(args, k) for k in shared}, "output_dir": str(out.parent),
-        "max_steps": script_args.teacher_train_steps, "learning_rate": script_args.teacher_learning_rate,
-        "teacher_model_name_or_path": None, "push_to_hub": False,
-        "resume_from_checkpoint": None,
-    })  # fmt: skip
+    accepted = {f.name for f in dataclasses.fields(SlideAlignmentConfig) if f.init}
+    values = {k: getattr(args, k) for k in accepted & set(args.to_dict())}  # the shared TrainingArguments
+    values.update(output_dir=str(out.parent), max_steps=script_args.teacher_train_steps,
+                  learning_rate=script_args.teacher_learning_rate, teacher_model_name_or_path=None, push_to_hub=False,
+                  resume_from_checkpoint=None)  # fmt: skip
+    teacher_args = SlideAlignmentConfig(**{k: v for k, v in values.items() if k in accepted})
     factor = 2 if script_args.xmag else 1  # the synthetic fine grid has 2x the cells of the coarse one per side
     crop = script_args.crop_size * factor if script_args.crop_size else None
     trainer = SlideAlignmentTrainer(model=model, args=teacher_args, train_dataset=data,
