@@ -5,7 +5,9 @@ differences are read against seed noise. Per task: test accuracy, AURC, and for 
 0.97) the test coverage and realised test accuracy of empirical (the paper's) and Learn-then-Test (δ) thresholds
 calibrated on the calibration split. Student variants (``--students``) are entries of :data:`STUDENTS`; each names
 the teacher it distils (:data:`TEACHERS`). Probabilities are cached per model and seed, so a killed run resumes and
-new variants reuse trained teachers::
+new variants reuse trained teachers. Every model is trained by the MtCNN job's stage functions
+(:mod:`reportkd.text.mtcnn.pipeline`) with one ``MtCNNJobArguments`` per variant and the same ``TrainingArguments``
+(those of ``reportkd demo``, seed per run)::
 
     python benchmarks/abstention_tcga.py                                  # default: 3 seeds, student "oof"
     python benchmarks/abstention_tcga.py --students oof,oof_soft --dac    # more variants, plus DAC
@@ -17,11 +19,11 @@ Writes ``benchmarks/results/abstention_tcga.{json,md}`` and risk–coverage / co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tcga-reports" / "reports.jsonl
 TARGETS = (0.90, 0.95, 0.97)
 TASKS = ("organ", "cancer_type", "histology", "grade", "t_stage", "laterality", "behavior")
 
-# Teacher recipes: settings overrides that change the ensemble. Default: 8 members, 4 folds, out-of-fold labels.
+# Teacher recipes: MtCNNJobArguments overrides that change the ensemble.
+# Default: 8 members, 4 folds, out-of-fold labels.
 TEACHERS: dict[str, dict[str, Any]] = {
     "oof8": {},
     "oof8_early": {"teacher_epochs": 4},
@@ -44,7 +47,7 @@ TEACHERS: dict[str, dict[str, Any]] = {
     "oof16": {"members": 16},
     "insample32": {"folds": 1, "members": 32},
 }
-# Student recipes: teacher + student settings overrides.
+# Student recipes: teacher + MtCNNJobArguments overrides of the student.
 STUDENTS: dict[str, dict[str, Any]] = {
     "oof": {"teacher": "oof8"},
     "oof_soft": {"teacher": "oof8", "alpha": 1.0},
@@ -68,8 +71,8 @@ DIFF_METRICS = [f"{m}@{t:.2f}.coverage" for m in ("empirical", "ltt") for t in T
 TEACHER_KEYS = ("members", "folds", "teacher_epochs", "member_sampling", "bag_fraction")
 
 
-def _key(settings, keys) -> str:
-    d = asdict(settings)
+def _key(job, training_args, keys) -> str:
+    d = {**dataclasses.asdict(job), "epochs": int(training_args.num_train_epochs)}
     blob = json.dumps({k: d[k] for k in keys}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -96,7 +99,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def _probs(model, prepared, **kw) -> dict[str, np.ndarray]:
-    from reportkd.text.mtcnn.pipeline import predict_probs
+    from reportkd.text.mtcnn.predict import predict_probs
 
     pad = prepared.tokenizer.pad_token_id
     out = {}
@@ -106,11 +109,13 @@ def _probs(model, prepared, **kw) -> dict[str, np.ndarray]:
     return out
 
 
-def train_models(prepared, base, seed: int, students: list[str], dac: bool, cache: Path, log) -> dict[str, dict]:
+def train_models(
+    prepared, base, base_args, seed: int, students: list[str], dac: bool, cache: Path, log
+) -> dict[str, dict]:
     """Trains (or loads cached probabilities of) baseline, ensembles, students and DAC for one seed."""
-    from reportkd.text.mtcnn.pipeline import train_dac, train_single, train_teacher_ensemble
+    from reportkd.text.mtcnn.pipeline import soft_labels, train_dac, train_single, train_teacher_ensemble
 
-    settings = replace(base, seed=seed)
+    targs = dataclasses.replace(base_args, seed=seed)
     work = cache / f"seed{seed}"
     results: dict[str, dict] = {}
 
@@ -125,19 +130,20 @@ def train_models(prepared, base, seed: int, students: list[str], dac: bool, cach
         return arrays
 
     def build_baseline():
-        return _probs(train_single(prepared, settings, work / "tmp"), prepared)
+        return _probs(train_single(prepared, base, targs, work / "tmp"), prepared)
 
-    results["baseline"] = cached("baseline", _key(settings, ("epochs",)), build_baseline)
+    results["baseline"] = cached("baseline", _key(base, targs, ("epochs",)), build_baseline)
     soft_cache: dict[str, dict[str, np.ndarray]] = {}
     for name in students:
         spec = dict(STUDENTS[name])
         teacher_name = spec.pop("teacher")
-        t_settings = replace(settings, **TEACHERS[teacher_name])
-        s_settings = replace(t_settings, **spec)
-        t_key = _key(t_settings, TEACHER_KEYS + ("epochs",))
+        t_job = dataclasses.replace(base, **TEACHERS[teacher_name])
+        s_job = dataclasses.replace(t_job, **spec)
+        t_key = _key(t_job, targs, TEACHER_KEYS + ("epochs",))
 
-        def build_teacher(t_settings=t_settings):
-            ensemble, soft = train_teacher_ensemble(prepared, t_settings, work / "tmp")
+        def build_teacher(t_job=t_job):
+            ensemble = train_teacher_ensemble(prepared, t_job, targs, work / "tmp")
+            soft = soft_labels(ensemble, prepared, t_job, seed)
             out = _probs(ensemble, prepared)
             out.update({f"soft/{t}": p for t, p in soft.items()})
             return out
@@ -145,33 +151,31 @@ def train_models(prepared, base, seed: int, students: list[str], dac: bool, cach
         teacher = cached(f"teacher-{teacher_name}", t_key, build_teacher)
         results.setdefault(f"ensemble-{teacher_name}", {k: v for k, v in teacher.items() if not k.startswith("soft/")})
         soft_cache[teacher_name] = {k[5:]: v for k, v in teacher.items() if k.startswith("soft/")}
-        s_key = _key(s_settings, TEACHER_KEYS + ("epochs", "student_epochs", "alpha", "temperature"))
+        s_key = _key(s_job, targs, TEACHER_KEYS + ("epochs", "student_epochs", "alpha", "temperature"))
         results[f"student-{name}"] = cached(
             f"student-{name}",
             s_key,
-            lambda s=s_settings, tn=teacher_name: _probs(
-                train_single(prepared, s, work / "tmp", soft_labels=soft_cache[tn]), prepared
+            lambda s=s_job, tn=teacher_name: _probs(
+                train_single(prepared, s, targs, work / "tmp", soft_labels=soft_cache[tn]), prepared
             ),
         )
     if dac:
         targets = {t: (0.97 if t in ("organ", "cancer_type") else 0.90) for t in base.tasks}
 
         def build_dac():
-            model = train_dac(prepared, settings, work / "tmp", task_targets=targets)
+            model = train_dac(prepared, dataclasses.replace(base, dac_targets=targets), targs, work / "tmp")
             out = _probs(model, prepared)
             out.update({f"abstain/{k}": v for k, v in _probs(model, prepared, with_abstain=True).items()})
             return out
 
-        results["dac"] = cached("dac", _key(settings, ("epochs",)) + "v1", build_dac)
+        results["dac"] = cached("dac", _key(base, targs, ("epochs",)) + "v1", build_dac)
     return results
 
 
 def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.ndarray]], delta: float) -> dict:
     """Per task: accuracy, AURC, and per target × method the test coverage / accuracy on accepted reports."""
+    from reportkd.abstention import aurc, empirical_threshold, ltt_threshold, selective_metrics
     from reportkd.text.mtcnn import dac_decisions
-
-    from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
-    from reportkd.abstention.metrics import aurc
 
     out = {}
     for task in labels["test"]:
@@ -445,8 +449,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--name", default="abstention_tcga", help="Output file stem.")
     args = p.parse_args(argv)
 
-    from reportkd.text.mtcnn.pipeline import EnsembleDistillationSettings, labels_by_task, prepare_data
-
+    from reportkd.text.mtcnn.arguments import MtCNNJobArguments
+    from reportkd.text.mtcnn.job import default_training_args
+    from reportkd.text.mtcnn.pipeline import prepare_data
+    from reportkd.text.mtcnn.predict import labels_by_task
+    from reportkd.text.mtcnn.results import training_summary
     from reportkd.utils import write_json
 
     data = Path(args.data)
@@ -458,12 +465,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"Unknown student variant(s) {unknown}; known: {', '.join(STUDENTS)}.")
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = EnsembleDistillationSettings(
-        tasks=TASKS, epochs=args.epochs, max_length=args.max_length, seed=args.seeds[0], split_seed=args.split_seed
-    )
+    base = MtCNNJobArguments(tasks=list(TASKS), max_length=args.max_length, split_seed=args.split_seed)
     cache = Path(args.cache_dir)
+    base_args = default_training_args(cache / "tmp", num_train_epochs=args.epochs, seed=args.seeds[0])
     if args.quick:
-        base = replace(base, members=4, folds=2, epochs=1, embedding_dim=16, num_filters=8, max_length=64)
+        base = dataclasses.replace(base, members=4, folds=2, embedding_dim=16, num_filters=8, max_length=64)
+        base_args = dataclasses.replace(base_args, num_train_epochs=1)
         cache = cache / "quick"
         args.out_dir = str(cache)
     started = time.perf_counter()
@@ -471,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log(msg):
         print(f"[{time.perf_counter() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
-    prepared = prepare_data(str(data), base)
+    prepared = prepare_data(str(data), base, seed=args.seeds[0])
     labels = {
         split: labels_by_task(getattr(prepared, split), prepared.task_labels) for split in ("calibration", "test")
     }
@@ -479,7 +486,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_seed_metrics: dict[int, dict[str, dict]] = {}
     first_arrays: dict[str, dict[str, np.ndarray]] = {}
     for seed in args.seeds:
-        arrays = train_models(prepared, base, seed, students, args.dac, cache, log)
+        arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log)
         per_seed_metrics[seed] = {m: task_metrics(a, labels, args.delta) for m, a in arrays.items()}
         first_arrays = first_arrays or arrays
     summary = summarise(per_seed_metrics)
@@ -494,7 +501,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures = plots(first_arrays, labels, list(TASKS), out_dir, summary, args.name)
     result = {
         "command": "python benchmarks/abstention_tcga.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": {k: v for k, v in asdict(base).items() if k != "extra"},
+        "settings": {"job": dataclasses.asdict(base), "training": training_summary(base_args)},
         "teachers": {k: v for k, v in TEACHERS.items()},
         "students": {s: STUDENTS[s] for s in students},
         "data": {
