@@ -58,13 +58,14 @@ def assert_same_weights(a: Path, b: Path, atol: float) -> None:
 def test_mtcnn_recipe_two_processes_match_one(tmp_path, monkeypatch):
     config = str(RECIPES / "configs" / "mtcnn_distill_quick.yaml")
     # 192 training reports: 6 global batches of 32 per epoch, none ragged
+    # progress bars on: the log shows the steps each process took
     common = ["--config", config, "--data", "synthetic:n=320,seed=0", "--folds", "2", "--train_baseline", "false",
-              "--train_dac", "false"]  # fmt: skip
+              "--train_dac", "false", "--disable_tqdm", "false"]  # fmt: skip
     run_single("mtcnn_distill.py", [*common, "--output_dir", str(tmp_path / "one"),
                                     "--per_device_train_batch_size", "32"], monkeypatch)  # fmt: skip
     log = run_two("mtcnn_distill.py", [*common, "--output_dir", str(tmp_path / "two"),
                                        "--per_device_train_batch_size", "16"], tmp_path)  # fmt: skip
-    assert "24/24" in log and "48/48" not in log  # the teacher ensemble took 6 steps x 4 epochs in each process
+    assert "24/24" in log and "48/48" not in log  # ensemble and student: 6 steps x 4 epochs in each process
     one, two = tmp_path / "one", tmp_path / "two"
     assert_same_weights(one / "soft_labels.safetensors", two / "soft_labels.safetensors", atol=1e-5)
     assert_same_weights(one / "student" / "model.safetensors", two / "student" / "model.safetensors", atol=1e-5)

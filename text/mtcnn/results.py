@@ -158,13 +158,16 @@ def format_table(results: dict[str, Any]) -> str:
     )
     lines = [head, "|" + "---|" * 9]
     for task in models["student"]:
-        b, s, e = (models[m][task]["test"] for m in ("baseline", "student", "ensemble"))
+        s, e = models["student"][task]["test"], models["ensemble"][task]["test"]
+        b = models["baseline"][task]["test"] if "baseline" in models else None  # train_baseline=False
         sel = s["selective_accuracy"]
-        lines.append(
-            f"| {task} | {b['accuracy']:.3f} | {s['accuracy']:.3f} | {e['accuracy']:.3f} | {b['coverage']:.3f} | "
-            f"{s['coverage']:.3f} | {s['coverage'] - b['coverage']:+.3f} | {e['coverage']:.3f} | "
-            f"{'—' if sel is None else f'{sel:.3f}'} |"
-        )
+        cells = [
+            "—" if b is None else f"{b['accuracy']:.3f}", f"{s['accuracy']:.3f}", f"{e['accuracy']:.3f}",
+            "—" if b is None else f"{b['coverage']:.3f}", f"{s['coverage']:.3f}",
+            "—" if b is None else f"{s['coverage'] - b['coverage']:+.3f}", f"{e['coverage']:.3f}",
+            "—" if sel is None else f"{sel:.3f}",
+        ]  # fmt: skip
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
