@@ -105,7 +105,7 @@ def test_every_recipe_is_a_thin_registered_script_with_copy_paste_commands():
             a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}  # fmt: skip
         assert all(m.split(".")[0] in ("reportkd", "sys") for m in imported), f"{name}: imports {imported}"
         assert not any(isinstance(n, ast.Attribute) and n.attr == "path" for n in ast.walk(tree)), name
-    for name in ("skd_report_generation", "clip_distill", "slide_align", "slide_distill"):
+    for name in names:  # every recipe pushes, resumes and protects an earlier run's output_dir
         parser = parser_of(name)()
         assert {"push_to_hub", "resume_from_checkpoint", "overwrite_output_dir"} <= parser.field_names(), name
         if "lora_r" in parser.field_names():
