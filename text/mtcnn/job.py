@@ -240,6 +240,9 @@ def run_mtcnn_job(
     seed = training_args.seed
     run = ["teacher", "soft_labels", *(["baseline"] if job.train_baseline else []), "student"]
     run += ["dac"] if job.train_dac else []
+    for name in ("teacher", "baseline", "student", "dac"):  # every stage's arguments checked before any training
+        if name in run:
+            stages.stage_config(name, job, training_args, out / "work" / name)
     process = PartialState()
     state = JobState(out, stage_settings(job, training_args, data_fingerprint(source), run),
                      is_main=process.is_main_process)  # fmt: skip

@@ -129,6 +129,34 @@ def _epochs(args: TrainingArguments, epochs: int | None) -> float:
     return args.num_train_epochs if epochs is None else epochs
 
 
+def stage_config(
+    stage: str, job: MtCNNJobArguments, args: TrainingArguments, output_dir: str | os.PathLike
+) -> TrainingArguments:
+    """The training arguments of one stage (``teacher``, ``baseline``, ``student`` or ``dac``).
+
+    Args:
+        stage: The stage.
+        job: The job settings.
+        args: The user's training arguments.
+        output_dir: The stage's trainer output folder.
+    """
+    common = {"task_weights": job.task_weights}
+    if stage == "teacher":  # each member's gradient clipped on its own (MemberGradClipCallback), not jointly
+        return stage_args(args, output_dir, max_grad_norm=0.0, num_train_epochs=_epochs(args, job.teacher_epochs),
+                          **common)  # fmt: skip
+    if stage == "baseline":
+        return stage_args(args, output_dir, **common)
+    if stage == "student":
+        return stage_args(args, output_dir, alpha=job.alpha, temperature=job.temperature, teacher_outputs_type="probs",
+                          num_train_epochs=_epochs(args, job.student_epochs), **common)  # fmt: skip
+    if stage == "dac":
+        from .dac import DACConfig
+
+        return stage_args(args, output_dir, DACConfig, dac_target_accuracy=job.target_accuracy,
+                          dac_task_targets=job.dac_targets, **common)  # fmt: skip
+    raise ValueError(f"Unknown training stage {stage!r}; stages: teacher, baseline, student, dac.")
+
+
 class MemberMaskCollator(ReportCollator):
     """Adds ``member_mask`` (members × batch) from each row's ``member_in`` list: which members train on it."""
 
@@ -179,10 +207,7 @@ def train_teacher_ensemble(
     trains_on = member_training_mask(job, len(prepared.train), args.seed)
     train = prepared.train.add_column("member_in", trains_on.T.tolist())
     collator = MemberMaskCollator(pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(job.kernel_sizes))
-    config = stage_args(
-        args, output_dir, max_grad_norm=0.0, num_train_epochs=_epochs(args, job.teacher_epochs),
-        task_weights=job.task_weights,
-    )  # fmt: skip
+    config = stage_config("teacher", job, args, output_dir)
     clip = [MemberGradClipCallback(args.max_grad_norm)] if args.max_grad_norm and args.max_grad_norm > 0 else []
     trainer = MtCNNDistillationTrainer(
         model=ensemble, args=config, train_dataset=train, data_collator=collator, callbacks=clip + (callbacks or [])
@@ -228,16 +253,12 @@ def train_single(
     torch.manual_seed(args.seed + 7)
     model = MtCNNForReportClassification(model_config(prepared, job))
     train = prepared.train
-    overrides: dict[str, Any] = {"task_weights": job.task_weights}
     if soft_labels is not None:
         train = attach_teacher_outputs(train, soft_labels)
-        overrides.update(
-            alpha=job.alpha, temperature=job.temperature, teacher_outputs_type="probs",
-            num_train_epochs=_epochs(args, job.student_epochs),
-        )  # fmt: skip
+    config = stage_config("baseline" if soft_labels is None else "student", job, args, output_dir)
     collator = ReportCollator(pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(job.kernel_sizes))
     trainer = MtCNNDistillationTrainer(
-        model=model, args=stage_args(args, output_dir, **overrides), train_dataset=train, data_collator=collator,
+        model=model, args=config, train_dataset=train, data_collator=collator,
         callbacks=callbacks,
     )  # fmt: skip
     return _train(trainer, resume_from_checkpoint)
@@ -269,7 +290,7 @@ def train_dac(
         resume_from_checkpoint: A checkpoint of this stage to continue from.
         callbacks: Extra trainer callbacks.
     """
-    from .dac import DACConfig, DACTrainer
+    from .dac import DACTrainer
 
     torch.manual_seed(args.seed + 7)
     config = model_config(prepared, job)
@@ -277,10 +298,7 @@ def train_dac(
     model = MtCNNForReportClassification(config)
     order = np.random.default_rng(args.seed + 3).permutation(len(prepared.train))
     n_val = max(1, int(round(validation_fraction * len(order))))
-    dac_args = stage_args(
-        args, output_dir, DACConfig, dac_target_accuracy=job.target_accuracy, dac_task_targets=job.dac_targets,
-        task_weights=job.task_weights,
-    )  # fmt: skip
+    dac_args = stage_config("dac", job, args, output_dir)
     collator = ReportCollator(pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(job.kernel_sizes))
     trainer = DACTrainer(
         model=model,
@@ -363,6 +381,7 @@ __all__ = [
     "save_classifier",
     "soft_labels",
     "stage_args",
+    "stage_config",
     "train_dac",
     "train_single",
     "train_teacher_ensemble",
