@@ -119,3 +119,33 @@ def test_second_demo_into_the_same_folder_refuses_without_overwrite(tmp_path, ca
     assert json.loads((out / "results.json").read_text()) == first
     assert cli_main([*flags, "--overwrite"]) == 0
     assert json.loads((out / "results.json").read_text())["models"] == first["models"]  # same seed, same run
+
+
+def test_a_killed_demo_resumes_when_rerun(tmp_path, monkeypatch, caplog):
+    from reportkd.text.mtcnn import pipeline
+
+    out = tmp_path / "demo"
+    flags = ["demo", "--output-dir", str(out), "--reports", "120", "--members", "2", "--folds", "2", "--epochs", "1",
+             "--embedding-dim", "8", "--num-filters", "4", "--max-length", "64", "--tasks", "organ"]  # fmt: skip
+    calls = {"teacher": 0, "student": 0}
+    real_teacher, real_single = pipeline.train_teacher_ensemble, pipeline.train_single
+
+    def teacher(*args, **kwargs):
+        calls["teacher"] += 1
+        return real_teacher(*args, **kwargs)
+
+    def killed_student(*args, **kwargs):
+        if len(args) > 4 and args[4] is not None:
+            calls["student"] += 1
+            if calls["student"] == 1:
+                raise KeyboardInterrupt  # Ctrl-C while the student trains
+        return real_single(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_teacher_ensemble", teacher)
+    monkeypatch.setattr(pipeline, "train_single", killed_student)
+    assert cli_main(flags) == 130  # interrupted
+    assert calls == {"teacher": 1, "student": 1} and not (out / "results.json").exists()
+    assert cli_main(flags) == 0
+    assert calls == {"teacher": 1, "student": 2}  # the teacher ensemble was reused, the student retrained
+    assert "reusing the complete stages teacher, soft_labels, baseline" in caplog.text
+    assert (out / "student" / "thresholds.json").is_file()

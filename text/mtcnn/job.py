@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -36,8 +37,9 @@ from . import pipeline as stages
 from .arguments import MtCNNJobArguments
 from .results import job_results, save_results
 
+logger = logging.getLogger(__name__)
+
 STAGES = ("teacher", "soft_labels", "baseline", "student", "dac", "calibration")
-MODELS = ("ensemble", "baseline", "student", "dac")
 # files and folders the job writes into output_dir (the only ones --overwrite removes)
 OUTPUTS = ("student", "baseline", "dac", "ensemble", "work", "soft_labels.safetensors", "results.json", "table.md")
 # training arguments that do not change the weights (left out of the stage settings hashes)
@@ -256,6 +258,9 @@ def run_mtcnn_job(
     except ValueError as e:
         raise ValueError(str(e).replace("--overwrite", overwrite_flag)) from None
     prepared = stages.prepare_data(source, job, seed)  # validates the reports before anything is removed
+    done = [] if overwrite else [name for name in state.settings if state.complete(name)]
+    if done and process.is_main_process:
+        logger.warning("Resuming the run in %s: reusing the complete stages %s.", out, ", ".join(done))
     if overwrite and process.is_main_process:
         _remove_outputs(out)
     process.wait_for_everyone()

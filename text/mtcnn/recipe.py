@@ -1,4 +1,6 @@
-"""The ``mtcnn_distill`` recipe: :func:`reportkd.text.mtcnn.job.run_mtcnn_job` from a YAML config and flags.
+"""Recipe: MtCNN teacher ensemble → soft labels → distilled student (+ baseline, DAC) → abstention thresholds.
+
+The ``mtcnn_distill`` recipe is :func:`reportkd.text.mtcnn.job.run_mtcnn_job` from a YAML config and flags.
 
 Keys and flags are the fields of :class:`ScriptArguments` (data, ``overwrite_output_dir``),
 :class:`~reportkd.text.mtcnn.arguments.MtCNNJobArguments` (data, model, teacher ensemble, distillation, abstention)
