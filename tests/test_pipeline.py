@@ -4,16 +4,16 @@ import json
 
 import numpy as np
 import pytest
-from reportkd.text.mtcnn.arguments import MtCNNJobArguments
-from reportkd.text.mtcnn.job import default_training_args, run_mtcnn_job
-from reportkd.text.mtcnn.pipeline import prepare_data
-from reportkd.text.mtcnn.predict import labels_by_task, predict_probs
-from reportkd.text.mtcnn.results import format_table
 from transformers import AutoModel, AutoTokenizer
 
 from reportkd.abstention import weights_fingerprint
 from reportkd.data import load_soft_labels
 from reportkd.synthetic import generate_reports
+from reportkd.text.mtcnn.arguments import MtCNNJobArguments
+from reportkd.text.mtcnn.job import default_training_args, run_mtcnn_job
+from reportkd.text.mtcnn.pipeline import prepare_data
+from reportkd.text.mtcnn.predict import labels_by_task, predict_probs
+from reportkd.text.mtcnn.results import format_table
 
 TASKS = ["organ", "grade"]
 
@@ -21,6 +21,16 @@ TASKS = ["organ", "grade"]
 def tiny_job(**kw):
     values = dict(tasks=TASKS, members=4, folds=2, embedding_dim=16, num_filters=8, max_length=128)
     return MtCNNJobArguments(**{**values, **kw})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_full_gc_after_each_training():
+    """accelerate runs gc.collect() after every train() (~1 s each in a full pytest process, on CPU for nothing)."""
+    import accelerate.utils.memory as memory
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(memory, "gc", type("NoGC", (), {"collect": staticmethod(lambda *a, **k: 0)}))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +81,9 @@ def test_student_and_baseline_are_saved_with_their_own_thresholds(job, name):
     assert set(thresholds["tasks"]) == set(TASKS) and thresholds["method"] == "ltt"
     assert thresholds["model_sha256"] == weights_fingerprint(out / name)
     for task in TASKS:  # the thresholds of this model, not the other one's
-        assert thresholds["tasks"][task]["threshold"] == pytest.approx(results["models"][name][task]["ltt"]["threshold"])
+        assert thresholds["tasks"][task]["threshold"] == pytest.approx(
+            results["models"][name][task]["ltt"]["threshold"]
+        )
     info = json.loads((out / name / "distillation.json").read_text())
     assert info["method"] == {"student": "ensemble_distillation", "baseline": "hard_label"}[name]
     assert ("alpha" in info["hyperparameters"]) == (name == "student")
