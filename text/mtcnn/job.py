@@ -316,9 +316,9 @@ def run_mtcnn_job(
             prepared, job, training_args, d, resume_from_checkpoint=r, **kw))  # fmt: skip
 
     def build_calibration(_):
-        results = job_results(models, prepared, job, training_args, source, data_description)
+        results, calibrations = job_results(models, prepared, job, training_args, source, data_description)
         if process.is_main_process:
-            save_results(out, results, models, prepared, job, command=command)
+            save_results(out, results, calibrations, models, prepared, job, command=command)
         return results
 
     results = stage("calibration", build_calibration, lambda: json.loads((out / "results.json").read_text()))

@@ -50,8 +50,12 @@ def job_results(
     args: TrainingArguments,
     source: Any,
     data_description: str | None = None,
-) -> dict[str, Any]:
-    """Per model and task: empirical and LTT thresholds from the calibration split, metrics on the test split."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per model and task: empirical and LTT thresholds from the calibration split, metrics on the test split.
+
+    Returns:
+        The results (JSON-able) and, per model, the calibration of ``job.threshold_method`` (to save).
+    """
     pad = prepared.tokenizer.pad_token_id
     cal_y = labels_by_task(prepared.calibration, prepared.task_labels)
     test_y = labels_by_task(prepared.test, prepared.task_labels)
@@ -66,19 +70,20 @@ def job_results(
         },
         "models": {},
     }
-    results["calibrations"] = {}
+    calibrations: dict[str, Any] = {}
     for name, model in models.items():
         cal_p = predict_probs(model, prepared.calibration, pad_token_id=pad)
         test_p = predict_probs(model, prepared.test, pad_token_id=pad)
-        report, calibrations = abstention_report(cal_p, test_p, cal_y, test_y, job.target_accuracy, delta=job.delta)
+        report, by_method = abstention_report(cal_p, test_p, cal_y, test_y, job.target_accuracy, delta=job.delta)
         results["models"][name] = report
-        results["calibrations"][name] = calibrations[job.threshold_method]
-    return results
+        calibrations[name] = by_method[job.threshold_method]
+    return results, calibrations
 
 
 def save_results(
     out: Path,
     results: dict[str, Any],
+    calibrations: dict[str, Any],
     models: dict[str, Any],
     prepared: PreparedData,
     job: MtCNNJobArguments,
@@ -89,13 +94,13 @@ def save_results(
 
     Args:
         out: The job's output folder (models already saved in ``student/``, ``baseline/``, ``dac/``).
-        results: From :func:`job_results` (its ``calibrations`` entry is consumed here).
+        results: From :func:`job_results`.
+        calibrations: Model name → its calibration (from :func:`job_results`), saved as ``thresholds.json``.
         models: Name → trained model.
         prepared: The job's data.
         job: The job settings.
         command: The command line for the provenance files.
     """
-    calibrations = results.pop("calibrations")
     method = job.threshold_method
     for name in SAVED:
         if name not in models:
