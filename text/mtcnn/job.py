@@ -73,7 +73,11 @@ def _hash(obj: Any) -> str:
 
 
 def data_fingerprint(source: Any) -> str:
-    """A hash of the reports: a file's bytes, a ``Dataset``'s fingerprint, or a list of records' JSON."""
+    """A hash of the reports: a file's bytes, a ``Dataset``'s fingerprint, or a list of records' JSON.
+
+    Args:
+        source: A reports file, a ``Dataset`` or a list of records.
+    """
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).is_file():
             raise FileNotFoundError(f"Reports file {source} not found; give an existing .jsonl/.csv/.parquet file.")
@@ -87,7 +91,11 @@ def data_fingerprint(source: Any) -> str:
 
 
 def training_fingerprint(args: TrainingArguments) -> dict[str, Any]:
-    """The training arguments that shape the weights (logging, saving, hub and output fields left out)."""
+    """The training arguments that shape the weights (logging, saving, hub and output fields left out).
+
+    Args:
+        args: The user's training arguments.
+    """
     out = {}
     for f in dataclasses.fields(args):
         if f.name in _COSMETIC or f.name.startswith(_COSMETIC_PREFIXES):
@@ -99,7 +107,12 @@ def training_fingerprint(args: TrainingArguments) -> dict[str, Any]:
 
 
 def check_output_dir(output_dir: Path, source: Any) -> None:
-    """Refuses an output folder that is (or would swallow) the input file, lies under a file, or is not writable."""
+    """Refuses an output folder that is (or would swallow) the input file, lies under a file, or is not writable.
+
+    Args:
+        output_dir: The job's output folder (created when missing).
+        source: The reports (a path is checked against ``output_dir``).
+    """
     if isinstance(source, (str, os.PathLike)):
         data, out = Path(source).resolve(), output_dir.resolve()
         if out == data or data in out.parents:
@@ -119,7 +132,13 @@ def check_output_dir(output_dir: Path, source: Any) -> None:
 
 
 class JobState:
-    """The stage manifests in ``output_dir/work/stages``: which stages are complete, with which settings."""
+    """The stage manifests in ``output_dir/work/stages``: which stages are complete, with which settings.
+
+    Args:
+        output_dir: The job's output folder.
+        settings: Stage → the settings it depends on (:func:`stage_settings`).
+        is_main: Whether this process writes the manifests (the main process of a distributed run).
+    """
 
     def __init__(self, output_dir: Path, settings: dict[str, dict[str, Any]], *, is_main: bool = True) -> None:
         self.dir = output_dir / "work" / "stages"
@@ -162,7 +181,14 @@ class JobState:
 def stage_settings(
     job: MtCNNJobArguments, args: TrainingArguments, data_hash: str, stages_run: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """The settings each stage depends on (upstream stages by their hashes)."""
+    """The settings each stage depends on (upstream stages by their hashes).
+
+    Args:
+        job: The job settings.
+        args: The user's training arguments.
+        data_hash: :func:`data_fingerprint` of the reports.
+        stages_run: The stages this run trains (baseline and DAC are optional).
+    """
     common = {"data": data_hash, **job.data_fields, **job.model_fields, "split_seed": job.split_seed,
               "training": training_fingerprint(args), "task_weights": job.task_weights}  # fmt: skip
     s: dict[str, dict[str, Any]] = {"teacher": {**common, **job.teacher_fields}}

@@ -23,7 +23,11 @@ _TRAINING_HP = ("num_train_epochs", "max_steps", "per_device_train_batch_size", 
 
 
 def training_summary(args: TrainingArguments) -> dict[str, Any]:
-    """The training arguments worth reporting (JSON-able)."""
+    """The training arguments worth reporting (JSON-able).
+
+    Args:
+        args: The user's training arguments.
+    """
     out = {}
     for name in _TRAINING_HP:
         value = getattr(args, name, None)
@@ -37,7 +41,11 @@ def training_summary(args: TrainingArguments) -> dict[str, Any]:
 
 
 def describe_source(source: Any) -> str:
-    """The data as the provenance files name it."""
+    """The data as the provenance files name it.
+
+    Args:
+        source: A reports file, a ``Dataset`` or a list of records.
+    """
     if isinstance(source, (str, os.PathLike)):
         return f"pathology reports from `{Path(source).name}`"
     return "in-memory reports (e.g. reportkd.synthetic)"
@@ -52,6 +60,14 @@ def job_results(
     data_description: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per model and task: empirical and LTT thresholds from the calibration split, metrics on the test split.
+
+    Args:
+        models: Name → trained model (``ensemble``, ``baseline``, ``student``, ``dac``).
+        prepared: The job's data.
+        job: The job settings (target accuracy, LTT delta, threshold method).
+        args: The user's training arguments (reported in the settings).
+        source: The reports (described in the data section).
+        data_description: How to describe them (default: from ``source``).
 
     Returns:
         The results (JSON-able) and, per model, the calibration of ``job.threshold_method`` (to save).
@@ -120,7 +136,14 @@ def save_results(
 
 
 def provenance(name: str, job: MtCNNJobArguments, results: dict[str, Any], command: str | None = None):
-    """``distillation.json`` content of a saved model (for its model card)."""
+    """``distillation.json`` content of a saved model (for its model card).
+
+    Args:
+        name: ``student``, ``baseline`` or ``dac``.
+        job: The job settings.
+        results: The job's results (data counts and settings).
+        command: The command line that produced the model.
+    """
     from reportkd.hub import DistillationInfo
 
     data, settings = results["data"], results["settings"]
@@ -154,7 +177,11 @@ _REPORTED_JOB = (*_STUDENT_ONLY, "embedding_dim", "num_filters", "kernel_sizes",
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """Markdown table: per task, test accuracy and coverage at the target, baseline vs student (and ensemble)."""
+    """Markdown table: per task, test accuracy and coverage at the target, baseline vs student (and ensemble).
+
+    Args:
+        results: The job's results (``results.json``).
+    """
     target = results["settings"]["job"]["target_accuracy"]
     models = results["models"]
     head = (
