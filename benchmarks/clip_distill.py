@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from reportkd.vlm.clip.data import CLIPCollator
 from reportkd.vlm.clip.models import count_flops, count_parameters, load_open_clip, save_open_clip
 from reportkd.vlm.clip.trainer import CLIPDistillationConfig, CLIPDistillationTrainer

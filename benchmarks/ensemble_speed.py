@@ -26,6 +26,8 @@ import time
 import warnings
 
 import torch
+from transformers import TrainerCallback
+
 from reportkd.text.mtcnn import (
     MtCNNConfig,
     MtCNNEnsembleConfig,
@@ -34,7 +36,6 @@ from reportkd.text.mtcnn import (
     train_word_tokenizer,
 )
 from reportkd.text.mtcnn.modeling_mtcnn import member_chunk_size
-from transformers import TrainerCallback
 
 # name -> (embedding_dim, num_filters, max_length, vocab_size, batch_size, step divisor)
 SIZES = {

@@ -75,8 +75,9 @@ def load_rows(n: int, prompt_words: int) -> tuple[list[dict], str]:
 
 
 def build(args, rows):
-    from reportkd.text.skd.models import causal_lm_from_config, train_bpe_tokenizer
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reportkd.text.skd.models import causal_lm_from_config, train_bpe_tokenizer
 
     if args.tokenizer:
         tok = AutoTokenizer.from_pretrained(args.tokenizer)

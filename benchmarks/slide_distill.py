@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from reportkd.vlm.slide import SlideEncoderConfig, SlideEncoderModel
 from reportkd.vlm.slide.alignment import SlideReportModel, load_text_encoder
 from reportkd.vlm.slide.data import SlideCollator, pad_slides, synthetic_dataset

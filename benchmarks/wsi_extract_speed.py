@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from reportkd.utils import write_json
 from reportkd.vlm.encoders import get_encoder
 from reportkd.vlm.wsi import (
     PatchDataset,
@@ -48,8 +50,6 @@ from reportkd.vlm.wsi import (
     open_slide,
     render_patch_grid,
 )
-
-from reportkd.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -45,6 +45,18 @@ def is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in MISSING_STRINGS
 
 
+def as_label(value: Any) -> str:
+    """A label or id as text; integer-valued floats read as integers (``3.0`` → ``"3"``, as pandas writes an integer
+    column with gaps), so a CSV's class ids match the label map.
+
+    Args:
+        value: A non-missing cell value.
+    """
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def read_records(path: Path) -> list[dict]:
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")):
@@ -126,14 +138,14 @@ def load_reports(
             stats.skipped_empty += 1
             continue
         rid = rec.get(id_column) if id_column else None
-        out["id"].append(str(rid) if rid is not None and not is_missing(rid) else str(i))
+        out["id"].append(as_label(rid) if rid is not None and not is_missing(rid) else str(i))
         out[text_column].append(text)
         for t in task_columns:
             v = rec.get(t)
             if is_missing(v):
                 stats.missing_labels[t] += 1
                 v = None
-            out[t].append(None if v is None else str(v))
+            out[t].append(None if v is None else as_label(v))
     stats.kept = len(out["id"])
     if stats.skipped_empty:
         why = "empty or whitespace-only text" if min_words <= 1 else f"text shorter than {min_words} words"

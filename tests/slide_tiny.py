@@ -3,6 +3,7 @@
 import math
 
 import torch
+
 from reportkd.vlm.slide import SlideEncoderConfig, SlideEncoderModel
 from reportkd.vlm.slide.alignment import SlideReportModel, load_text_encoder
 from reportkd.vlm.slide.data import pad_slides
@@ -59,9 +60,10 @@ def trainer_args(cls, tmp_path, **kw):
 
 def tiny_bert_text_encoder(save_dir, seed=0):
     """A 1-layer BERT with a word-level tokenizer trained on synthetic reports, saved to and loaded from a folder."""
+    from transformers import BertConfig, BertModel
+
     from reportkd.text.mtcnn.tokenization import train_word_tokenizer
     from reportkd.vlm.slide.synthetic import make_synthetic_slides
-    from transformers import BertConfig, BertModel
 
     reports = [s.report for s in make_synthetic_slides(64, seed=123)]
     tokenizer = train_word_tokenizer(reports, min_count=1, max_length=64)

@@ -53,6 +53,23 @@ def test_load_reports_from_files(tmp_path, suffix):
     assert stats.kept == 3 and ds["organ"] == ["breast", "kidney", "prostate"]
 
 
+def test_integer_class_ids_in_a_csv_with_gaps_stay_integers(tmp_path):
+    """pandas writes an integer column with a missing value as floats (3.0); the labels must still read as "3"."""
+    import pandas as pd
+
+    path = tmp_path / "reports.csv"
+    pd.DataFrame(
+        {"id": [10, 11, 12], "text": ["tumour grade three", "tumour grade one", "no grade"], "grade": [3, 1, None]}
+    ).to_csv(path, index=False)
+    assert "3.0" in path.read_text()
+    ds, stats = load_reports(path, task_columns=["grade"], id_column="id")
+    assert ds["grade"] == ["3", "1", None] and stats.missing_labels == {"grade": 1}
+    assert ds["id"] == ["10", "11", "12"]
+    assert encode_labels(ds["grade"], ["1", "3", "other"]) == [1, 0, IGNORE_INDEX]
+    ds, _ = load_reports([{"text": "a b", "grade": 2.5}], task_columns=["grade"])
+    assert ds["grade"] == ["2.5"]  # a real fraction stays as written
+
+
 def test_unknown_column_error_lists_available_columns():
     with pytest.raises(ValueError, match=r"Column\(s\) \['site'\] not found.*Available columns: \['grade', 'id'"):
         load_reports(RECORDS, task_columns=["site"])

@@ -80,6 +80,9 @@ def test_student_and_baseline_are_saved_with_their_own_thresholds(job, name):
     thresholds = json.loads((out / name / "thresholds.json").read_text())
     assert set(thresholds["tasks"]) == set(TASKS) and thresholds["method"] == "ltt"
     assert thresholds["model_sha256"] == weights_fingerprint(out / name)
+    assert thresholds["provenance"] == {
+        "calibrated_from": "model", "predictions_sha256": None, "model_sha256_from": "weights"
+    }  # fmt: skip
     for task in TASKS:  # the thresholds of this model, not the other one's
         assert thresholds["tasks"][task]["threshold"] == pytest.approx(
             results["models"][name][task]["ltt"]["threshold"]

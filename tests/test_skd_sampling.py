@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from reportkd.text.skd import draw_noise, in_top_k, interleaved_sample, sample_tokens
 from reportkd.text.skd.models import causal_lm_from_config
 from reportkd.text.skd.sampling import best_draft_length

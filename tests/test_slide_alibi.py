@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from reportkd.vlm.slide import alibi_2d_bias, alibi_slopes
-from reportkd.vlm.slide.data import pad_slides
 from slide_tiny import random_slide, tiny_encoder
 from torch import nn
+
+from reportkd.vlm.slide import alibi_2d_bias, alibi_slopes
+from reportkd.vlm.slide.data import pad_slides
 
 DIM = 16
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from reportkd.vlm.slide.data import (
     SlideCollator,
     SlideDataset,

@@ -6,11 +6,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from reportkd.vlm.slide.data import SlideCollator, synthetic_dataset
-from reportkd.vlm.slide.trainer import SlideDistillationConfig, SlideDistillationTrainer, pool_to_student_cells
 from slide_tiny import tiny_aligned, tiny_encoder, trainer_args
 
 from reportkd.losses import LOSSES, similarity_kd_loss
+from reportkd.vlm.slide.data import SlideCollator, synthetic_dataset
+from reportkd.vlm.slide.trainer import SlideDistillationConfig, SlideDistillationTrainer, pool_to_student_cells
 
 
 def manual_similarity_kd(sq, tq, sk, tk, temperature, exclude_self):
@@ -98,7 +98,9 @@ def test_distillation_loss_is_zero_when_the_student_is_the_teacher(tmp_path, kin
     trainer.model.eval()
     loss = trainer.compute_loss(trainer.model, batch)
     assert loss.abs() < 1e-5
-    assert {"loss_feature", "loss_token", "loss_similarity"} <= set(trainer._metrics)
+    terms, _ = trainer.compute_loss_terms(trainer.model, batch, None)
+    assert {"loss_feature", "loss_token", "loss_similarity"} <= set(terms)
+    assert all(float(value.detach().abs()) < 1e-5 for value in terms.values()), terms
 
 
 def test_distillation_config_and_teacher_checks(tmp_path):

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from reportkd.vlm.slide import SlideEncoderConfig, SlideEncoderModel
 from slide_tiny import batch_of, random_slide, tiny_encoder
 from transformers import AutoConfig, AutoModel
+
+from reportkd.vlm.slide import SlideEncoderConfig, SlideEncoderModel
 
 
 @pytest.mark.parametrize("kw", [{}, {"pooling": "mean", "use_cls_token": False, "alibi_slopes": [1.0, 0.5, 0.1, 0.0]}])

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from vlm_clip_tiny import bundles
+
 from reportkd.vlm.clip.hooks import (
     LayerCapture,
     LayerMatch,
@@ -13,7 +15,6 @@ from reportkd.vlm.clip.hooks import (
 )
 from reportkd.vlm.clip.masking import apply_patch_mask, attention_guided_patch_mask, mask_ratio_at
 from reportkd.vlm.clip.student import CLIPDistillationStudent
-from vlm_clip_tiny import bundles
 
 
 def inputs(bundle, b=3):

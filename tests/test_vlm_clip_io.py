@@ -8,6 +8,8 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
+from vlm_clip_tiny import STUDENT, TEACHER, bundles, tiny_data
+
 from reportkd.vlm.clip.data import CLIPCollator, image_tiles, load_image_text_dataset
 from reportkd.vlm.clip.models import count_flops, load_open_clip, save_open_clip
 from reportkd.vlm.evaluation import (
@@ -18,7 +20,6 @@ from reportkd.vlm.evaluation import (
     retrieval_recall_at_k,
 )
 from reportkd.vlm.synthetic_tiles import CLASSES, SyntheticHistology
-from vlm_clip_tiny import STUDENT, TEACHER, bundles, tiny_data
 
 REPO = Path(__file__).resolve().parents[1]
 MATCH = json.dumps([{"student": "visual.transformer.resblocks.1", "teacher": "visual.transformer.resblocks.0"}])
@@ -30,8 +31,14 @@ def test_save_in_hub_format_loads_back_in_open_clip(tmp_path):
     from reportkd.hub import DistillationInfo, write_card
 
     out = save_open_clip(student.model, tmp_path / "hub", model_cfg=student.model_cfg)
-    DistillationInfo.from_run("clip_kd", teachers=["some-teacher"], training_data="synthetic", losses={"clip_fd": 2.0},
-                              hyperparameters={"student architecture": STUDENT}, command="python x.py").save(out)
+    DistillationInfo.from_run(
+        "clip_kd",
+        teachers=["some-teacher"],
+        training_data="synthetic",
+        losses={"clip_fd": 2.0},
+        hyperparameters={"student architecture": STUDENT},
+        command="python x.py",
+    ).save(out)
     (out / "eval_results.json").write_text(json.dumps({"i2t_R@1": 0.5}))
     write_card(out, "ORG/tiny")
     assert {p.name for p in out.iterdir()} == {"open_clip_config.json", "open_clip_model.safetensors", "README.md",

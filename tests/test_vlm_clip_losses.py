@@ -6,6 +6,8 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+
+from reportkd.losses import LOSSES, register_loss
 from reportkd.vlm.clip.losses import (
     clip_attention_kd_loss,
     clip_contrastive_loss,
@@ -14,8 +16,6 @@ from reportkd.vlm.clip.losses import (
     clip_logit_kd_loss,
     clip_relation_kd_loss,
 )
-
-from reportkd.losses import LOSSES, register_loss
 
 
 def feats(b=6, d=8, seed=0):

@@ -3,6 +3,7 @@
 import copy
 
 import torch
+
 from reportkd.vlm.clip.models import load_open_clip
 from reportkd.vlm.clip.trainer import CLIPDistillationConfig
 from reportkd.vlm.synthetic_tiles import SyntheticHistology

@@ -362,7 +362,9 @@ def save_classifier(
     if calibration is not None:
         write_thresholds(
             out / "thresholds.json", calibration, model.config.task_labels, model_id=str(out),
-            model_sha256=weights_fingerprint(out), **metadata,
+            model_sha256=weights_fingerprint(out),
+            provenance={"calibrated_from": "model", "predictions_sha256": None, "model_sha256_from": "weights"},
+            **metadata,
         )  # fmt: skip
     return out
 

@@ -125,6 +125,7 @@ def save_results(
         write_thresholds(
             folder / "thresholds.json", calibrations[name], models[name].config.task_labels, model_id=str(folder),
             model_sha256=weights_fingerprint(folder),
+            provenance={"calibrated_from": "model", "predictions_sha256": None, "model_sha256_from": "weights"},
         )  # fmt: skip
         report = results["models"][name]
         tests = {t: (r["ltt"]["test"] if method == "ltt" else r["test"]) for t, r in report.items()}
