@@ -1,3 +1,3 @@
 """Text distillation methods: multitask report classifiers (MtCNN) and report-generating language models."""
 
-from . import mtcnn  # noqa: F401  (registers MtCNN with AutoConfig / AutoModel)
+from . import hisan, mtcnn  # noqa: F401  (register MtCNN and HiSAN with AutoConfig / AutoModel)

@@ -1,5 +1,6 @@
-"""The ``mtcnn`` model kind: how ``reportkd push`` recognises a saved MtCNN (or ensemble), what it uploads and what
-its card says. Registered by ``reportkd.text.mtcnn`` and through the ``reportkd.model_kinds`` entry point."""
+"""The ``mtcnn`` model kind: how ``reportkd push`` recognises a saved MtCNN (or ensemble, or a HiSAN: same report
+classifier interface), what it uploads and what its card says. Registered by ``reportkd.text.mtcnn`` and through the
+``reportkd.model_kinds`` entry point."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from reportkd.hub.cards import read_optional_json
 
 
 def _is_mtcnn(folder: Path) -> bool:
-    return read_config(folder).get("model_type") in ("mtcnn", "mtcnn_ensemble")
+    return read_config(folder).get("model_type") in ("mtcnn", "mtcnn_ensemble", "hisan")
 
 
 def _card_context(folder: Path, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -59,9 +60,12 @@ def _card_context(folder: Path, ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# the code save_pretrained ships (auto_map), so plain transformers loads a student with trust_remote_code=True
+CODE_FILES = ("configuration_mtcnn.py", "modeling_mtcnn.py")
+
 MTCNN_KIND = ModelKind(
     name="mtcnn", title="MtCNN multitask report classifier", detect=_is_mtcnn,
-    files=(*MODEL_FILES, "thresholds.json"), card_template="mtcnn.md", card_context=_card_context,
+    files=(*MODEL_FILES, *CODE_FILES, "thresholds.json"), card_template="mtcnn.md", card_context=_card_context,
     required=("config.json", "*.safetensors"), library_name="transformers", pipeline_tag="text-classification",
     tags=("mtcnn", "text-classification", "selective-prediction"), eval_task_type="text-classification",
 )  # fmt: skip
