@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from reportkd.text.skd import draw_noise, in_top_k, interleaved_sample, sample_tokens
+from reportkd.text.skd import draw_noise, in_filtered_top_k, in_top_k, interleaved_sample, sample_tokens
 from reportkd.text.skd.models import causal_lm_from_config
 from reportkd.text.skd.sampling import best_draft_length
 
@@ -33,7 +33,13 @@ KW = dict(eos_token_id=EOS, pad_token_id=PAD, student_temperature=1.0, student_t
           teacher_top_p=0.9)  # fmt: skip
 
 
-def naive_interleaving(student, teacher, ids, mask, noise, *, top_k, max_new):
+def accepted(t_logits, token, top_k, acceptance):
+    if acceptance == "raw_top_k":
+        return in_top_k(t_logits, token, top_k)
+    return in_filtered_top_k(t_logits, token, top_k, temperature=KW["teacher_temperature"], top_p=KW["teacher_top_p"])
+
+
+def naive_interleaving(student, teacher, ids, mask, noise, *, top_k, max_new, acceptance="raw_top_k"):
     """Token-by-token SKD without caches, one row at a time: the definition."""
     rows = []
     for b in range(ids.shape[0]):
@@ -43,7 +49,7 @@ def naive_interleaving(student, teacher, ids, mask, noise, *, top_k, max_new):
             s_logits, t_logits = student(input_ids=x).logits[:, -1], teacher(input_ids=x).logits[:, -1]
             u_s, u_t = noise[0][b, p : p + 1], noise[1][b, p : p + 1]
             token = sample_tokens(s_logits, u_s, temperature=KW["student_temperature"], top_p=KW["student_top_p"])
-            if not in_top_k(t_logits, token, top_k):
+            if not accepted(t_logits, token, top_k, acceptance):
                 token = sample_tokens(t_logits, u_t, temperature=KW["teacher_temperature"], top_p=KW["teacher_top_p"])
             out.append(int(token))
             if out[-1] == EOS:
@@ -56,17 +62,18 @@ def completions(out):
     return [out.completion_ids[b][out.completion_mask[b]].tolist() for b in range(out.completion_ids.shape[0])]
 
 
+@pytest.mark.parametrize("acceptance", ["raw_top_k", "filtered_top_k"])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_block_verification_equals_token_by_token_and_naive_loop(family):
+def test_block_verification_equals_token_by_token_and_naive_loop(family, acceptance):
     student, teacher = tiny_lm(family, 0), tiny_lm(family, 1, hidden=48, layers=3)
     ids, mask = prompts()
     noise = draw_noise(ids.shape[0], 14, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        reference = naive_interleaving(student, teacher, ids, mask, noise, top_k=12, max_new=14)
+        reference = naive_interleaving(student, teacher, ids, mask, noise, top_k=12, max_new=14, acceptance=acceptance)
     runs = {}
     for gamma, adaptive in [(1, False), (3, False), (8, False), (8, True)]:
         out = interleaved_sample(student, teacher, ids, mask, max_new_tokens=14, top_k=12, num_draft_tokens=gamma,
-                                 adaptive_draft=adaptive, noise=noise, **KW)  # fmt: skip
+                                 adaptive_draft=adaptive, noise=noise, acceptance=acceptance, **KW)  # fmt: skip
         assert completions(out) == reference, (gamma, adaptive)
         runs[gamma, adaptive] = out
     out = runs[8, False]
@@ -93,7 +100,8 @@ def test_top_k_equal_to_vocabulary_keeps_every_student_token():
     student, teacher = tiny_lm("llama", 0), tiny_lm("llama", 1)
     ids, mask = prompts()
     noise = draw_noise(ids.shape[0], 10, torch.Generator().manual_seed(2))
-    skd = interleaved_sample(student, teacher, ids, mask, max_new_tokens=10, top_k=V, noise=noise, **KW)
+    skd = interleaved_sample(student, teacher, ids, mask, max_new_tokens=10, top_k=V, noise=noise,
+                             acceptance="raw_top_k", **KW)  # fmt: skip
     alone = interleaved_sample(student, None, ids, mask, max_new_tokens=10, noise=noise, **KW)
     assert skd.acceptance_rate == 1.0 and skd.num_proposed == int(skd.completion_mask.sum())
     assert not skd.from_teacher.any()
@@ -118,6 +126,54 @@ def test_top_k_one_leaves_only_teacher_argmax_or_teacher_samples():
     assert in_nucleus[real & out.from_teacher].all()
     assert (is_argmax[real & ~out.from_teacher]).all()
     assert out.from_teacher.any()
+
+
+OFFICIAL = {**KW, "teacher_temperature": 0.2, "teacher_top_p": 0.5}  # the official teacher filtering
+
+
+def filtered_top_k_set(t_logits, k):
+    """The official rule's accepted set, by brute force: top-K of the teacher's filtered sampling distribution."""
+    probs = torch.softmax(t_logits / OFFICIAL["teacher_temperature"], -1)
+    sorted_p, order = probs.sort(-1, descending=True)
+    before = sorted_p.cumsum(-1) - sorted_p
+    allowed = torch.zeros_like(probs, dtype=torch.bool)
+    allowed.scatter_(-1, order, (before < OFFICIAL["teacher_top_p"]) & (torch.arange(probs.shape[-1]) < k))
+    return allowed
+
+
+def test_filtered_rule_accepts_only_tokens_inside_the_teachers_filtered_top_k():
+    student, teacher = tiny_lm("llama", 0), tiny_lm("llama", 1)
+    with torch.no_grad():
+        teacher.model.norm.weight.mul_(10.0)  # a confident teacher: random tiny LMs have near-uniform logits
+    ids, mask = prompts()
+    noise = draw_noise(ids.shape[0], 16, torch.Generator().manual_seed(4))
+    outs = {
+        rule: interleaved_sample(
+            student, teacher, ids, mask, max_new_tokens=16, top_k=12, noise=noise, acceptance=rule, **OFFICIAL
+        )  # fmt: skip
+        for rule in ("filtered_top_k", "raw_top_k")
+    }
+    out = outs["filtered_top_k"]
+    allowed = filtered_top_k_set(out.teacher_logits, 12)
+    token_allowed = allowed.gather(-1, out.completion_ids.unsqueeze(-1)).squeeze(-1)
+    kept = out.completion_mask & ~out.from_teacher
+    assert kept.any() and token_allowed[kept].all()  # every kept student token lies in the filtered top-K
+    assert float(allowed.sum(-1)[out.completion_mask].float().mean()) < 6  # the nucleus is narrower than K
+    # the raw rule keeps student tokens outside the teacher's nucleus, so it accepts strictly more
+    raw = outs["raw_top_k"]
+    assert raw.acceptance_rate > out.acceptance_rate
+    raw_allowed = filtered_top_k_set(raw.teacher_logits, 12).gather(-1, raw.completion_ids.unsqueeze(-1)).squeeze(-1)
+    assert not raw_allowed[raw.completion_mask & ~raw.from_teacher].all()
+
+
+def test_filtered_rule_equals_the_raw_rule_without_filtering():
+    logits = torch.randn(64, V, generator=torch.Generator().manual_seed(5))
+    tokens = torch.randint(0, V, (64,), generator=torch.Generator().manual_seed(6))
+    for k in (1, 5, 20):
+        full = in_filtered_top_k(logits, tokens, k, temperature=0.7, top_p=1.0)
+        assert torch.equal(full, in_top_k(logits, tokens, k))
+        greedy = in_filtered_top_k(logits, tokens, k, temperature=0.0, top_p=0.5)
+        assert torch.equal(greedy, tokens == logits.argmax(-1))
 
 
 def test_rows_end_at_eos_or_budget_and_are_padded():

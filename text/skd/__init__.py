@@ -8,7 +8,7 @@ batched, KV-cached, block-verified sampler behind the sampled modes.
 from .config import MODES, SKDConfig
 from .data import PromptCompletionCollator, position_ids
 from .model_kind import register_kinds
-from .sampling import SampleOutput, draw_noise, in_top_k, interleaved_sample, sample_tokens
+from .sampling import SampleOutput, draw_noise, in_filtered_top_k, in_top_k, interleaved_sample, sample_tokens
 from .trainer import SKDTrainer, shared_vocabulary_size
 
 register_kinds()  # the causal_lm model kind of reportkd.hub (cards, push)
@@ -20,6 +20,7 @@ __all__ = [
     "SKDTrainer",
     "SampleOutput",
     "draw_noise",
+    "in_filtered_top_k",
     "in_top_k",
     "interleaved_sample",
     "position_ids",

@@ -134,6 +134,39 @@ def in_top_k(logits: torch.Tensor, tokens: torch.Tensor, k: int) -> torch.Tensor
     return (logits > own).sum(-1) < k
 
 
+ACCEPTANCE_RULES = ("filtered_top_k", "raw_top_k")
+
+
+def in_filtered_top_k(
+    logits: torch.Tensor, tokens: torch.Tensor, k: int, *, temperature: float, top_p: float
+) -> torch.Tensor:
+    """True where ``tokens`` is among the ``k`` most likely tokens of the *filtered* distribution: the teacher's
+    sampling distribution after temperature and top-p (nucleus) filtering, as the official SKD code ranks it.
+
+    With the official T 0.2 / top-p 0.5 the nucleus is often one or two tokens, so this accepts far fewer student
+    tokens than :func:`in_top_k` on raw logits. Tokens outside the nucleus have probability 0 and are never accepted
+    (the official ``topk`` over probabilities may return some of them when the nucleus holds fewer than ``k``
+    tokens, in an order PyTorch leaves unspecified).
+
+    Args:
+        logits: ``(..., V)`` teacher logits.
+        tokens: ``(...)`` token ids.
+        k: Top-K over the filtered distribution.
+        temperature: Teacher sampling temperature (0: only the argmax is kept).
+        top_p: Teacher nucleus mass (a token is in the nucleus when the mass of more likely tokens is < ``top_p``,
+            as in :func:`sample_tokens`).
+    """
+    if temperature == 0:
+        return in_top_k(logits, tokens, 1)
+    ranked = in_top_k(logits, tokens, k)
+    if top_p >= 1.0:
+        return ranked
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    own = probs.gather(-1, tokens.unsqueeze(-1))
+    before = (probs * (probs > own)).sum(-1)
+    return ranked & (before < top_p)
+
+
 def best_draft_length(acceptance: float, max_draft: int, teacher_cost: float = 1.0) -> int:
     """Block length γ that minimises forward passes per kept token at a per-token acceptance rate.
 
@@ -232,6 +265,7 @@ def interleaved_sample(
     *,
     max_new_tokens: int,
     top_k: int = 25,
+    acceptance: str = "filtered_top_k",
     num_draft_tokens: int = 16,
     student_temperature: float = 0.5,
     student_top_p: float = 0.5,
@@ -254,7 +288,10 @@ def interleaved_sample(
         input_ids: ``(B, P)`` left-padded prompts (every row's last column is real).
         attention_mask: ``(B, P)`` prompt mask (all ones when omitted).
         max_new_tokens: Completion budget per row.
-        top_k: A student token is kept when it is among the teacher's ``top_k`` tokens (``>= V``: always kept).
+        top_k: A student token is kept when it is among the teacher's ``top_k`` tokens.
+        acceptance: ``"filtered_top_k"`` (official code): top-K of the teacher's distribution after its
+            temperature / top-p filtering (:func:`in_filtered_top_k`); ``"raw_top_k"``: top-K of its raw logits
+            (:func:`in_top_k`; ``top_k >= V`` keeps every token).
         num_draft_tokens: γ, student tokens drafted per teacher verification.
         student_temperature: Student sampling temperature (0: greedy).
         student_top_p: Student nucleus mass.
@@ -278,6 +315,8 @@ def interleaved_sample(
         raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}.")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
+    if acceptance not in ACCEPTANCE_RULES:
+        raise ValueError(f"acceptance must be one of {', '.join(ACCEPTANCE_RULES)}; got {acceptance!r}.")
     device = input_ids.device
     batch = input_ids.shape[0]
     if attention_mask is None:
@@ -317,7 +356,7 @@ def interleaved_sample(
             alpha = (state.accepted + 2 * acceptance_prior) / (state.proposed + 2)
             gamma = best_draft_length(alpha, num_draft_tokens)
         _skd_round(
-            s_stream, t_stream, state, gamma, top_k,
+            s_stream, t_stream, state, gamma, top_k, acceptance,
             (student_temperature, student_top_p, u_student), (teacher_temperature, teacher_top_p, u_teacher),
             return_teacher_logits,
         )  # fmt: skip
@@ -393,7 +432,9 @@ def _decode_alone(stream: _Stream, state: _State, temperature: float, top_p: flo
         next_logits = stream.feed(state.ids, state.keep, state.ids.shape[1])[:, -1]
 
 
-def _skd_round(s_stream, t_stream, state: _State, gamma: int, top_k: int, s_params, t_params, keep_logits) -> None:
+def _skd_round(
+    s_stream, t_stream, state: _State, gamma: int, top_k: int, acceptance: str, s_params, t_params, keep_logits
+) -> None:
     """One draft-verify-correct round; both caches end at the physical position before the last draft."""
     start, length = s_stream.fed, state.ids.shape[1]
     alive = ~state.done
@@ -422,7 +463,10 @@ def _skd_round(s_stream, t_stream, state: _State, gamma: int, top_k: int, s_para
     is_eos = _eos_mask(drafts, state.eos)
     after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0
     judged = valid & ~after_eos
-    ok = in_top_k(t_logits, drafts, top_k)
+    if acceptance == "raw_top_k":
+        ok = in_top_k(t_logits, drafts, top_k)
+    else:
+        ok = in_filtered_top_k(t_logits, drafts, top_k, temperature=t_params[0], top_p=t_params[1])
     n_acc = (judged & ok).long().cumprod(1).sum(1)
     j = n_acc.clamp(max=gamma - 1)
     rejected = (n_acc < gamma) & judged[state.rows, j] & ~ok[state.rows, j]

@@ -98,6 +98,47 @@ def _check_batch(batch: Mapping[str, Any]) -> None:
         )
 
 
+def official_loss_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Loss mask of the official SKD code's slice, as labels over ``width + 1`` positions.
+
+    ``labels`` ``(B, W)`` holds each right-padded completion (``ignore_index`` after its ``n`` tokens); position
+    ``p`` of the result is the prediction of completion token ``p`` (``p = W``: the one after the last column).
+    Positions ``1..n`` are kept: the first completion token is dropped and the position after the last one added.
+    The values are 0 (only the mask matters to the distillation losses).
+
+    Args:
+        labels: ``(B, W)`` completion labels.
+        ignore_index: Label of positions outside the loss.
+    """
+    n = (labels != ignore_index).sum(-1, keepdim=True)
+    pos = torch.arange(labels.shape[1] + 1, device=labels.device)
+    keep = (pos >= 1) & (pos <= n)
+    return torch.where(keep, 0, ignore_index)
+
+
+def average_loss(
+    per_token: torch.Tensor, mask: torch.Tensor, averaging: str, num_items_in_batch: torch.Tensor | int | None
+) -> torch.Tensor:
+    """The loss of a micro-batch as its share of the step's average.
+
+    Args:
+        per_token: ``(B, W)`` loss per position (any value where ``mask`` is False).
+        mask: ``(B, W)`` positions in the loss.
+        averaging: ``token``: sum over positions / positions of the step; ``sequence``: each row's mean over its
+            positions, summed over rows / rows of the step (rows without a position count for nothing).
+        num_items_in_batch: Positions (``token``) or rows (``sequence``) of the whole step; None: this batch's own.
+    """
+    per_token = torch.where(mask, per_token.float(), per_token.new_zeros((), dtype=torch.float32))
+    if averaging == "sequence":
+        counts = mask.sum(-1)
+        total = (per_token.sum(-1) / counts.clamp_min(1)).sum()
+        own = (counts > 0).sum()
+    else:
+        total, own = per_token.sum(), mask.sum()
+    denom = num_items_in_batch if num_items_in_batch is not None else own
+    return total / torch.as_tensor(denom, device=total.device, dtype=total.dtype).clamp_min(1)
+
+
 class SKDTrainer(DistillationTrainer):
     """Speculative KD (Xu et al., ICLR 2025) with ``sft``, ``supervised_kd``, ``on_policy`` (GKD), ``seq_kd`` and
     ``mixed`` baselines in one code path (:class:`SKDConfig.mode`).
@@ -229,10 +270,12 @@ class SKDTrainer(DistillationTrainer):
             acceptance_prior: Expected acceptance rate (sets the first block length; speed only).
         """
         noise = draw_noise(prompt_ids.shape[0], args.max_completion_length, generator, seeds)
+        student_temperature, student_top_p = args.student_sampling()
         return interleaved_sample(
             student, teacher, prompt_ids, prompt_mask, max_new_tokens=args.max_completion_length, top_k=args.top_k,
-            num_draft_tokens=args.num_draft_tokens, student_temperature=args.student_temperature,
-            student_top_p=args.student_top_p, teacher_temperature=args.teacher_temperature,
+            acceptance=args.acceptance, num_draft_tokens=args.num_draft_tokens,
+            student_temperature=student_temperature, student_top_p=student_top_p,
+            teacher_temperature=args.teacher_temperature,
             teacher_top_p=args.teacher_top_p, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
             vocab_size=vocab_size, noise=noise, return_teacher_logits=return_teacher_logits,
             acceptance_prior=acceptance_prior,
@@ -264,7 +307,7 @@ class SKDTrainer(DistillationTrainer):
             student.eval()
         salt = (self.args.seed, self.state.global_step)
         seeds = row_seeds(batch["prompt_input_ids"], batch["prompt_attention_mask"], salt)
-        reuse = self.args.reuse_teacher_logits and teacher is not None
+        reuse = self.args.reuse_teacher_logits and teacher is not None and self._uses_sampled_teacher_logits()
         start = time.perf_counter()
         out = self.generate_on_policy_outputs(
             student, teacher, batch["prompt_input_ids"], batch["prompt_attention_mask"], self.args,
@@ -293,42 +336,62 @@ class SKDTrainer(DistillationTrainer):
         if out is not None:
             self._metrics["teacher_tokens"] += int(out.from_teacher.sum())
 
+    def _cross_entropy(self) -> bool:
+        return self.args.mode == "sft" or (self.args.mode == "seq_kd" and self.args.seq_kd_loss == "cross_entropy")
+
+    def _uses_sampled_teacher_logits(self) -> bool:
+        """Whether the loss can take the sampler's teacher logits (same positions, teacher logits needed)."""
+        return not self._cross_entropy() and self.args.loss_positions == "completion"
+
+    def count_items(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Completion tokens (``averaging="token"``) or sequences with a completion (``"sequence"``)."""
+        real = batch["labels"] != IGNORE_INDEX
+        return real.any(-1).sum() if self.args.averaging == "sequence" else real.sum()
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Samples the completions of every micro-batch of the step first, so the item count is exact."""
         return super().get_batch_samples(map(self._sample_micro_batch, epoch_iterator), num_batches, device)
 
     # -- loss ------------------------------------------------------------------------------------------------------
-    def _completion_logits(self, model: nn.Module, inputs: Mapping[str, torch.Tensor], width: int) -> torch.Tensor:
-        """Logits of the ``width`` completion positions (from the last prompt token on)."""
+    def _completion_logits(
+        self, model: nn.Module, inputs: Mapping[str, torch.Tensor], width: int, past_end: bool = False
+    ) -> torch.Tensor:
+        """Logits predicting the ``width`` completion positions (from the last prompt token on), plus the position
+        after the last completion column with ``past_end``."""
         out = model(
             input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
             position_ids=position_ids(inputs["attention_mask"]), logits_to_keep=width + 1, use_cache=False,
         )  # fmt: skip
         logits = out["logits"] if isinstance(out, Mapping) else out[0]
-        return logits[:, -(width + 1) : -1, : self.vocab_size]
+        logits = logits[:, -(width + 1) :, : self.vocab_size]
+        return logits if past_end else logits[:, :-1]
 
     def compute_loss_terms(self, model, inputs, num_items_in_batch):
         _check_batch(inputs)
         inputs = dict(inputs)
         width = inputs["input_ids"].shape[1] - inputs["prompt_input_ids"].shape[1]
         labels = inputs["labels"][:, -width:]
-        student = self._completion_logits(model, inputs, width)
-        if self.args.mode == "sft":
-            ce = F.cross_entropy(
-                student.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            )
-            denom = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
-            loss = ce / torch.as_tensor(denom, device=ce.device, dtype=ce.dtype).clamp_min(1)
+        official = self.args.loss_positions == "official" and not self._cross_entropy()
+        student = self._completion_logits(model, inputs, width, past_end=official)
+        if official:  # positions 1..n of a completion of n tokens (the last one predicts past its end)
+            loss_labels = official_loss_labels(labels)
         else:
-            teacher = inputs.get("teacher_logits")
+            loss_labels = labels
+        if self._cross_entropy():
+            per_token = F.cross_entropy(
+                student.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+            ).view_as(labels)
+        else:
+            teacher = inputs.get("teacher_logits") if not official else None
             if teacher is None:
                 with torch.no_grad():
-                    teacher = self._completion_logits(self.teacher, inputs, width)
+                    teacher = self._completion_logits(self.teacher, inputs, width, past_end=official)
             loss_fn, extra = LOGIT_LOSSES[self.args.loss]
-            loss = loss_fn(
-                student, teacher.to(student.dtype), labels, temperature=self.args.temperature,
-                num_items_in_batch=num_items_in_batch, **extra(self.args, "logits"),
+            per_token = loss_fn(
+                student, teacher.to(student.dtype), loss_labels, temperature=self.args.temperature,
+                reduction="none", **extra(self.args, "logits"),
             )  # fmt: skip
+        loss = average_loss(per_token, loss_labels != IGNORE_INDEX, self.args.averaging, num_items_in_batch)
         return {"loss": loss}, {"logits": student}
 
     # -- logging ---------------------------------------------------------------------------------------------------
