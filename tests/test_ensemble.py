@@ -279,3 +279,42 @@ def test_trainer_ensemble_loss_is_the_members_multitask_loss_with_task_weights(e
     MtCNNDistillationTrainer(model=ensemble, args=args, train_dataset=rows, data_collator=collate).train()
     assert torch.equal(before["grade"], ensemble.classifiers["grade"].weight)  # weight 0: no gradient
     assert not torch.equal(before["organ"], ensemble.classifiers["organ"].weight)
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_chunked_members_under_checkpointing_give_the_unchunked_loss_and_gradients(chunk):
+    torch.manual_seed(0)
+    ensemble = MtCNNEnsembleForReportClassification(ensemble_config(num_members=5)).train()
+    ids, mask = batch(), fold_member_mask(torch.tensor([0, 1, 0, 1, 0, 1]), 5, 2)
+    reference = ensemble(ids, labels=LABELS, member_mask=mask)
+    reference.loss.backward()
+    expected = grads(ensemble)
+    ensemble.zero_grad()
+    ensemble.config.member_chunk_size = chunk  # members run chunk by chunk end to end, recomputed in the backward
+    out = ensemble(ids, labels=LABELS, member_mask=mask)
+    torch.testing.assert_close(out.loss, reference.loss, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.member_losses, reference.member_losses, atol=1e-6, rtol=0)
+    for task in TASKS:
+        torch.testing.assert_close(out.logits[task], reference.logits[task], atol=1e-6, rtol=0)
+    out.loss.backward()
+    for name, grad in grads(ensemble).items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_held_out_probability_sums_equal_the_dense_weighted_member_mean(ensemble, chunk):
+    from datasets import Dataset
+
+    from reportkd.text.mtcnn.ensemble import held_out_probability_sums
+    from reportkd.text.mtcnn.predict import predict_member_probs
+
+    ids = batch()
+    data = Dataset.from_dict({"input_ids": [row[row != 0].tolist() or [0] for row in ids]})
+    held_out = ~fold_member_mask(torch.tensor([0, 1, 2, 0, 1, 2]), 3, 3).numpy()
+    sums, weight = held_out_probability_sums(ensemble, data, held_out, batch_size=4, member_chunk_size=chunk)
+    member_probs = predict_member_probs(ensemble, data)  # (M, N, C) dense
+    assert weight.tolist() == held_out.sum(0).tolist()
+    for task, probs in member_probs.items():
+        expected = (probs * held_out[..., None]).sum(0)
+        assert abs(sums[task] - expected).max() < 1e-6
+        assert abs(sums[task].sum(-1) - weight).max() < 1e-6  # each member's probabilities sum to 1

@@ -6,6 +6,12 @@ optimizer step updates them all (use a foreach/fused optimizer, the `Trainer` de
 members' losses, so each member receives exactly the gradient it would get if trained alone. Gradient clipping
 must be per member too: with `Trainer`, set `max_grad_norm=0` and add `MemberGradClipCallback(max_norm)` (the
 default global `max_grad_norm=1.0` would scale all members by one shared factor).
+
+Bounded memory for large ensembles (64-1,000 members): with `config.member_chunk_size` set below N, the forward runs
+members chunk by chunk end to end (convolution, heads, loss) and, when gradients are on, under activation
+checkpointing, so only one chunk's activations are alive at a time (recomputed in the backward; results identical
+to the unchunked pass, dropout masks aside). :func:`held_out_probability_sums` predicts member probabilities chunk
+by chunk and keeps only per-report sums, never the (members, reports, classes) array.
 """
 
 from __future__ import annotations
@@ -14,12 +20,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import TrainerCallback
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+
+from reportkd.data import ReportCollator
 
 from .configuration_mtcnn import MtCNNConfig, MtCNNEnsembleConfig
 from .modeling_mtcnn import MtCNNForReportClassification, MtCNNPreTrainedModel, conv_max_pool, multitask_loss
@@ -72,8 +83,10 @@ class StackedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
         self.bias = nn.Parameter(torch.empty(members, out_features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """(n, B, H) -> (n, B, C) for members ``start:stop`` (default all)."""
+        weight, bias = self.weight[start:stop], self.bias[start:stop]
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
 def fold_member_mask(folds: torch.LongTensor, num_members: int, num_folds: int) -> torch.Tensor:
@@ -214,21 +227,45 @@ class MtCNNEnsembleForReportClassification(MtCNNPreTrainedModel):
             if member_mask is not None:
                 raise ValueError("Give member_mask (N, B) or member_mask_by_row (B, N), not both.")
             member_mask = member_mask_by_row.transpose(0, 1)
-        features = conv_max_pool(
-            self.config,
-            self.embeddings.weight,
-            [conv.weight for conv in self.convs],
-            [conv.bias for conv in self.convs],
-            input_ids,
-            attention_mask,
-        )
-        hidden = self.dropout(features)
-        logits = {task: self.classifiers[task](hidden) for task in self.config.task_names}
+        chunk = self.config.member_chunk_size or self.num_members
+        if chunk >= self.num_members:
+            features, logits = self._members_forward(0, self.num_members, input_ids, attention_mask)
+        else:  # bounded memory: chunks end to end, each recomputed in the backward (activation checkpointing)
+            parts = []
+            for start in range(0, self.num_members, chunk):
+                stop = min(self.num_members, start + chunk)
+                if torch.is_grad_enabled():
+                    parts.append(checkpoint(self._chunk_outputs, start, stop, input_ids, attention_mask,
+                                            use_reentrant=False))  # fmt: skip
+                else:
+                    parts.append(self._chunk_outputs(start, stop, input_ids, attention_mask))
+            features = torch.cat([p[0] for p in parts])
+            logits = {t: torch.cat([p[1 + i] for p in parts]) for i, t in enumerate(self.config.task_names)}
         loss = member_losses = None
         if labels is not None:
             member_losses = multitask_loss(logits, labels, self.config.task_names, member_mask, num_items)
             loss = member_losses.sum()
         return MtCNNEnsembleOutput(loss=loss, logits=logits, member_losses=member_losses, doc_embeddings=features)
+
+    def _members_forward(
+        self, start: int, stop: int, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Pooled features (n, B, H) and task logits (n, B, C_t) of members ``start:stop``."""
+        table = self.embeddings.weight
+        features = conv_max_pool(
+            self.config,
+            table if table.shape[0] == 1 else table[start:stop],
+            [conv.weight[start:stop] for conv in self.convs],
+            [conv.bias[start:stop] for conv in self.convs],
+            input_ids,
+            attention_mask,
+        )
+        hidden = self.dropout(features)
+        return features, {task: self.classifiers[task](hidden, start, stop) for task in self.config.task_names}
+
+    def _chunk_outputs(self, start, stop, input_ids, attention_mask) -> tuple[torch.Tensor, ...]:
+        features, logits = self._members_forward(start, stop, input_ids, attention_mask)
+        return (features, *logits.values())  # a tuple of tensors, as activation checkpointing needs
 
     def soft_labels(
         self,
@@ -326,6 +363,74 @@ class MtCNNEnsembleForReportClassification(MtCNNPreTrainedModel):
         return ensemble.to(device=members[0].device, dtype=members[0].dtype)
 
 
+@torch.no_grad()
+def held_out_probability_sums(
+    model: nn.Module,
+    dataset: Dataset,
+    weights: np.ndarray | None = None,
+    *,
+    pad_token_id: int = 0,
+    batch_size: int = 128,
+    temperature: float = 1.0,
+    member_chunk_size: int | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per report: the weighted sum over members of softmax(logits / temperature), and the sum of the weights.
+
+    An ensemble's members are predicted ``member_chunk_size`` at a time (default the config's, else all) and only the
+    sums are kept, so 1,000 members need no (members, reports, classes) array. Dividing the sums by the weights
+    (with ``weights = ~training mask``) gives out-of-fold soft labels; adding the sums of several models gives the
+    mean over all their members (mixed teachers, :mod:`reportkd.text.mtcnn.teachers`).
+
+    Args:
+        model: An MtCNN ensemble, or any single report classifier (MtCNN, HiSAN: one member).
+        dataset: Rows with ``input_ids``.
+        weights: Optional (members, reports) weights (bool or float), e.g. the members that did not train on each
+            report; default 1 everywhere.
+        pad_token_id: Padding id of the tokenizer.
+        batch_size: Reports per forward pass.
+        temperature: Softmax temperature (> 0).
+        member_chunk_size: Members per forward pass (ensembles only).
+
+    Returns:
+        Task -> (reports, classes) weighted sums, and the (reports,) weight totals.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}.")
+    is_ensemble = isinstance(model, MtCNNEnsembleForReportClassification)
+    n_members = model.num_members if is_ensemble else 1
+    n_rows = len(dataset)
+    if weights is None:
+        weights = np.ones((n_members, n_rows), dtype=np.float32)
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.shape != (n_members, n_rows):
+        raise ValueError(f"weights must be (members, reports) = {(n_members, n_rows)}, got {weights.shape}.")
+    chunk = member_chunk_size or (model.config.member_chunk_size if is_ensemble else None) or n_members
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    min_length = max(getattr(model.config, "kernel_sizes", None) or [1])
+    collate = ReportCollator(pad_token_id=pad_token_id, min_length=min_length)
+    sums = {task: np.zeros((n_rows, n), dtype=np.float64) for task, n in model.config.num_labels.items()}
+    try:
+        for begin in range(0, n_rows, batch_size):
+            rows = slice(begin, min(n_rows, begin + batch_size))
+            batch = collate([{"input_ids": ids} for ids in dataset[rows]["input_ids"]])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            for start in range(0, n_members, chunk):
+                stop = min(n_members, start + chunk)
+                if is_ensemble:
+                    logits = model._members_forward(start, stop, ids, mask)[1]
+                else:
+                    logits = {t: v.unsqueeze(0) for t, v in model(input_ids=ids, attention_mask=mask).logits.items()}
+                w = torch.from_numpy(weights[start:stop, rows]).to(device).unsqueeze(-1)
+                for task, value in logits.items():
+                    probs = F.softmax(value[..., : sums[task].shape[1]].float() / temperature, -1)
+                    sums[task][rows] += (probs * w).sum(0).double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return sums, weights.sum(0)
+
+
 def _config_kwargs(config: MtCNNConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in _NOT_COPIED}
 
@@ -339,4 +444,5 @@ __all__ = [
     "StackedLinear",
     "clip_member_grad_norm_",
     "fold_member_mask",
+    "held_out_probability_sums",
 ]
