@@ -230,9 +230,10 @@ def test_mtcnn_local_hub_round_trip_with_thresholds_and_a_replacing_re_push(fold
     hub = tmp_path / "hub"
     assert main(["push", str(out["mtcnn"]), "--repo-id", "org/mtcnn-student", "--local-hub", str(hub)]) == 0
     repo = hub / "org" / "mtcnn-student"
-    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "config.json", "distillation.json",
-                                                      "eval_results.json", "model.safetensors", "thresholds.json",
-                                                      "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "config.json", "configuration_mtcnn.py",
+                                                      "distillation.json", "eval_results.json", "model.safetensors",
+                                                      "modeling_mtcnn.py", "thresholds.json", "tokenizer.json",
+                                                      "tokenizer_config.json"]  # fmt: skip
     loaded = AutoModel.from_pretrained(repo).eval()
     ids = tok(REPORTS[:3], return_tensors="pt", padding=True)["input_ids"]
     for task, logits in model(input_ids=ids).logits.items():

@@ -62,8 +62,9 @@ def test_push_uploads_only_the_declared_files_and_lists_what_was_left_out(model_
     assert main(["push", str(model_dir), "--repo-id", "org/m", "--local-hub", str(hub)]) == 0
     printed = capsys.readouterr().out
     repo = hub / "org" / "m"
-    assert hub_files(repo) == ["README.md", "config.json", "distillation.json", "model.safetensors",
-                               "thresholds.json", "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
+    assert hub_files(repo) == ["README.md", "config.json", "configuration_mtcnn.py", "distillation.json",
+                               "model.safetensors", "modeling_mtcnn.py", "thresholds.json", "tokenizer.json",
+                               "tokenizer_config.json"]  # fmt: skip
     assert all(SECRET not in p.read_text(errors="ignore") for p in hub.rglob("*") if p.is_file())
     assert listed(printed, "-") == sorted(PLANTED)  # each one named, with its reason
     assert "symlink to a file outside the folder" in printed and "secret-looking name" in printed

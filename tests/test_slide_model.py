@@ -12,7 +12,12 @@ from reportkd.vlm.slide import SlideEncoderConfig, SlideEncoderModel
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, kw):
     model = tiny_encoder(**kw).eval()
     model.save_pretrained(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "configuration_slide.py",
+        "modeling_slide.py",  # code: plain transformers
+    }
     assert AutoConfig.from_pretrained(tmp_path).model_type == "reportkd_slide_encoder"
     loaded = AutoModel.from_pretrained(tmp_path).eval()
     assert type(loaded) is SlideEncoderModel

@@ -84,11 +84,53 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
+# Modules whose code reportkd's own save_pretrained ships with a folder (auto_map for plain-transformers users).
+OWN_CODE_MODULES = {
+    "configuration_mtcnn": "reportkd.text.mtcnn.configuration_mtcnn",
+    "modeling_mtcnn": "reportkd.text.mtcnn.modeling_mtcnn",
+    "configuration_slide": "reportkd.vlm.slide.configuration_slide",
+    "modeling_slide": "reportkd.vlm.slide.modeling_slide",
+}
+
+
+def is_own_code(model_dir: Path, auto_map: Any) -> bool:
+    """True when ``auto_map`` names only reportkd's own classes and every file it names is byte-identical to the
+    installed module: reportkd then loads its registered classes and runs no code from the folder.
+
+    Args:
+        model_dir: The model directory.
+        auto_map: The ``auto_map`` of its ``config.json``.
+    """
+    import importlib
+    import importlib.util
+
+    if not isinstance(auto_map, dict):
+        return False
+    for reference in auto_map.values():
+        if not isinstance(reference, str) or "--" in reference or reference.count(".") != 1:
+            return False  # tokenizer pairs, code from another repository, nested modules: not ours
+        module, class_name = reference.split(".")
+        if module not in OWN_CODE_MODULES:
+            return False
+        try:
+            spec = importlib.util.find_spec(OWN_CODE_MODULES[module])
+            installed = importlib.import_module(OWN_CODE_MODULES[module])
+        except ImportError:
+            return False
+        shipped = model_dir / f"{module}.py"
+        if spec is None or not spec.origin or not shipped.is_file() or not hasattr(installed, class_name):
+            return False
+        if shipped.read_bytes() != Path(spec.origin).read_bytes():
+            return False
+    return True
+
+
 def check_model_dir(model_dir: str | Path, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> Path:
     """Checks a model directory before anything in it is loaded; raises with one line naming the file and the fix.
 
     Refuses: a missing directory or ``config.json``; a ``config.json`` that is not a JSON object; ``auto_map`` (custom
-    code) in ``config.json`` or ``tokenizer_config.json`` unless ``trust_remote_code``; pickle weights unless
+    code) in ``config.json`` or ``tokenizer_config.json`` unless ``trust_remote_code`` or it is reportkd's own code
+    (:func:`is_own_code`, which loads through the registered classes, never from the folder); pickle weights unless
     ``allow_pickle`` (safetensors are preferred when both exist); no weights; a truncated or corrupt safetensors file.
 
     Args:
@@ -112,7 +154,8 @@ def check_model_dir(model_dir: str | Path, *, trust_remote_code: bool = False, a
         for name in ("config.json", "tokenizer_config.json"):
             path = model_dir / name
             content = config if name == "config.json" else (_read_json(path) if path.is_file() else {})
-            if isinstance(content, dict) and content.get("auto_map"):
+            auto_map = content.get("auto_map") if isinstance(content, dict) else None
+            if auto_map and not (name == "config.json" and is_own_code(model_dir, auto_map)):
                 raise ValueError(
                     f"{path} has auto_map: the model folder ships Python code, which reportkd does not run. Pass "
                     "--trust-remote-code only if you trust this folder and have read its code."

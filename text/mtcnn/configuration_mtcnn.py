@@ -198,6 +198,16 @@ class MtCNNEnsembleConfig(MtCNNConfig):
     `AutoModel.from_pretrained` restores an ensemble as an ensemble. `num_members` is the ensemble size."""
 
     model_type = "mtcnn_ensemble"
+    _auto_class = None  # ensembles load through reportkd only: their folders ship no code
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if getattr(self, "auto_map", None):  # copied from a single model's config: it would load the wrong class
+            del self.auto_map
+
+
+# save_pretrained copies this file into the folder and records it in auto_map (plain-transformers loading).
+MtCNNConfig.register_for_auto_class()
 
 
 __all__ = ["MtCNNConfig", "MtCNNEnsembleConfig"]

@@ -1,5 +1,10 @@
 """Multitask CNN (MtCNN) report classifier, as in ORNL's FrESCO and De Angeli et al. (JAMIA Open 2022).
 
+Self-contained (torch, transformers and the config file next to it): ``save_pretrained`` copies this file and
+``configuration_mtcnn.py`` into the folder with an ``auto_map``, so ``AutoModel.from_pretrained(folder,
+trust_remote_code=True)`` works without reportkd installed. With reportkd installed the registered classes load it
+and no folder code runs.
+
 The convolution + masked max-pool runs through `conv_max_pool`, shared with the ensemble (`ensemble.py`). Its fused
 implementation computes the forward pass as one GEMM per kernel size on an unfolded (im2col) copy of the embedded
 document, and the backward pass only at each filter's argmax window: after a global max-pool, exactly one window per
@@ -17,9 +22,12 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from reportkd.losses import multitask_kd_loss
-
 from .configuration_mtcnn import MtCNNConfig
+
+try:  # saved folders ship this file: with plain transformers (no reportkd) the loss falls back to the same formula
+    from reportkd.losses import multitask_kd_loss
+except ImportError:  # pragma: no cover - exercised in tests/test_remote_code.py's subprocess
+    multitask_kd_loss = None
 
 # Unfolded-input bytes per chunk of members on CPU: measured on 2 cores, one member at a time wins from ~0.6 MB
 # per member up (GEMM-bound); tiny models batch several members to save per-op overhead.
@@ -41,6 +49,11 @@ class MtCNNOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     logits: dict[str, torch.FloatTensor] | None = None
     doc_embeddings: torch.FloatTensor | None = None
+
+
+def is_tracing() -> bool:
+    """True under ``torch.export`` / ``torch.compile`` / ONNX / TorchScript tracing (no data-dependent branches)."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
 
 
 def prepare_windows(
@@ -77,10 +90,14 @@ def prepare_windows(
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}."
             )
         valid &= attention_mask.bool()
-    used = valid.any(0).nonzero()
-    length = int(used.max()) + 1 if used.numel() else 0
     kmax, kmin = max(kernel_sizes), min(kernel_sizes)
-    total = max(length, kmax) + kmax - kmin
+    if is_tracing():  # torch.export / ONNX: no data-dependent length; the extra columns are masked windows
+        length = input_ids.shape[1]
+        total = length + kmax
+    else:
+        used = valid.any(0).nonzero()
+        length = int(used.max()) + 1 if used.numel() else 0
+        total = max(length, kmax) + kmax - kmin
     ids = input_ids[:, :length].masked_fill(~valid[:, :length], pad_token_id)
     ids = F.pad(ids, (0, total - length), value=pad_token_id)
     valid = F.pad(valid[:, :length], (0, total - length), value=False)
@@ -249,14 +266,15 @@ def conv_max_pool(
     """
     kernel_sizes = tuple(config.kernel_sizes)
     vocab = table.shape[1]
-    if input_ids.numel() and bool(((input_ids < 0) | (input_ids >= vocab)).any()):
+    tracing = is_tracing()
+    if not tracing and input_ids.numel() and bool(((input_ids < 0) | (input_ids >= vocab)).any()):
         # Checked here: ids are offset per member into one flat table, so an out-of-range id would not raise.
         raise ValueError(
             f"input_ids hold ids outside [0, {vocab}) (min {int(input_ids.min())}, max {int(input_ids.max())}); "
             "tokenize with the model's tokenizer or set vocab_size to the tokenizer's length."
         )
     ids, valid, masks = prepare_windows(input_ids, attention_mask, config.pad_token_id, kernel_sizes, table.dtype)
-    if config.conv_impl == "conv1d":
+    if config.conv_impl == "conv1d" or tracing:  # export: plain tensor ops (the fused kernel is an autograd.Function)
         vals = _conv1d_max_pool(table, weights, ids, valid, masks)
     else:
         device_type = ids.device.type
@@ -294,10 +312,29 @@ def multitask_loss(
         (N,) losses; a task without present labels (for that member) contributes 0.
     """
     ordered = {task: logits[task] for task in task_names}
+    if multitask_kd_loss is None:  # plain transformers, no reportkd: the same loss for a single model
+        return _plain_multitask_loss(ordered, labels, member_mask, num_items)
     return multitask_kd_loss(
         ordered, None, labels.to(ordered[task_names[0]].device), alpha=0.0, member_mask=member_mask,
         num_items_in_batch=num_items, sum_members=False,
     )  # fmt: skip
+
+
+def _plain_multitask_loss(
+    logits: dict[str, torch.Tensor],
+    labels: torch.LongTensor,
+    member_mask: torch.Tensor | None,
+    num_items: torch.Tensor | None,
+) -> torch.Tensor:
+    """``multitask_kd_loss(alpha=0)`` without reportkd: mean over tasks of each task's mean CE over its labels."""
+    if member_mask is not None or num_items is not None:
+        raise ValueError("member_mask / num_items need reportkd installed (pip install reportkd).")
+    total = 0.0
+    for i, value in enumerate(logits.values()):
+        y = labels[:, i].to(value.device).expand(value.shape[:-1])
+        ce = F.cross_entropy(value.flatten(0, -2).float(), y.flatten(), ignore_index=-100, reduction="sum")
+        total = total + ce / (y != -100).sum().clamp(min=1)
+    return (total / len(logits)).reshape(1)
 
 
 class MtCNNPreTrainedModel(PreTrainedModel):
@@ -413,11 +450,15 @@ class MtCNNForReportClassification(MtCNNPreTrainedModel):
         return {task: F.softmax(value[..., :cut].float() / temperature, dim=-1) for task, value in out.logits.items()}
 
 
+# save_pretrained writes this file, configuration_mtcnn.py and an auto_map (AutoModel with trust_remote_code).
+MtCNNForReportClassification.register_for_auto_class("AutoModel")
+
 __all__ = [
     "MtCNNForReportClassification",
     "MtCNNOutput",
     "MtCNNPreTrainedModel",
     "conv_max_pool",
+    "is_tracing",
     "multitask_loss",
     "prepare_windows",
 ]

@@ -95,3 +95,7 @@ class SlideEncoderConfig(PretrainedConfig):
         self.patch_encoder = patch_encoder
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
+
+
+# save_pretrained copies this file into the folder and records it in auto_map (plain-transformers loading).
+SlideEncoderConfig.register_for_auto_class()

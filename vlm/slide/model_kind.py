@@ -100,6 +100,9 @@ def load_code(repo_id: str, aligned: bool) -> str:
         f"model = AutoModel.from_pretrained('{repo_id}')",
         "out = model(features, grid, patch_mask)  # (B, N, D) patch features, grid = coords // patch_size_level0",
         "out.slide_embeds  # (B, hidden_size)",
+        "",
+        "# without reportkd: the repository ships modeling_slide.py / configuration_slide.py (read them first)",
+        f"model = AutoModel.from_pretrained('{repo_id}', trust_remote_code=True)",
     ])  # fmt: skip
 
 
@@ -112,11 +115,14 @@ def _card_context(folder: Path, ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# the code save_pretrained ships (auto_map), so plain transformers loads the encoder with trust_remote_code=True
+CODE_FILES = ("configuration_slide.py", "modeling_slide.py")
 # a slide-report model's text encoder is a transformers or open_clip model folder with its own small config
 TEXT_ENCODER_FILES = (*MODEL_FILES, "text_encoder.json", "open_clip_config.json")
 SLIDE_ENCODER_KIND = ModelKind(
     name="slide_encoder", title="Slide encoder (patch features → slide embedding)", detect=_is_slide_encoder,
-    files=(*MODEL_FILES, ALIGNMENT_CONFIG, "teacher_eval_results.json", *under("text_encoder", TEXT_ENCODER_FILES)),
+    files=(*MODEL_FILES, *CODE_FILES, ALIGNMENT_CONFIG, "teacher_eval_results.json",
+           *under("text_encoder", TEXT_ENCODER_FILES)),
     card_template="slide_encoder.md", card_context=_card_context, required=("config.json", "model.safetensors"),
     library_name="transformers", pipeline_tag="feature-extraction",
 )  # fmt: skip

@@ -287,6 +287,11 @@ class SlideEncoderModel(SlideEncoderPreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
 
+# save_pretrained copies this file and configuration_slide.py into the folder with an auto_map, so plain transformers
+# loads a slide encoder with trust_remote_code=True (reportkd's registered classes load it without running that code).
+SlideEncoderModel.register_for_auto_class("AutoModel")
+
+
 def register_auto_classes() -> None:
     """Registers the slide encoder with ``AutoConfig`` / ``AutoModel`` (idempotent)."""
     try:
