@@ -36,7 +36,7 @@ from reportkd.recipes import RecipeArguments, RecipeParser, prepare_output_dir, 
 
 from .config import MODES, SKDConfig
 from .models import causal_lm_from_config, train_bpe_tokenizer
-from .report_task import DEFAULT_DATA, describe_data, format_table, load_split, score
+from .report_task import DEFAULT_DATA, describe_data, format_table, load_splits, score
 from .trainer import SKDTrainer
 
 NAME = "skd_report_generation"
@@ -51,7 +51,9 @@ class ScriptArguments(RecipeArguments):
         data_path: TCGA-schema reports (``.jsonl`` / ``.jsonl.gz``, fields ``text`` and ``synoptic``), or
             ``synthetic:n=400,seed=0`` for generated ones (``reportkd.synthetic``).
         training_data: How the model cards describe the data (default: derived from ``data_path``).
-        eval_fraction: Held-out fraction of patients (a stable hash of the patient / report id decides).
+        eval_fraction: Held-out (test) fraction of patients (a stable hash of the patient / report id decides).
+        validation_fraction: Fraction of patients held out for validation (0: none); every model is then also
+            scored on them, under ``"validation"`` in its results, for choosing settings without the test split.
         max_train_samples: Cap on training reports (None: all).
         max_eval_samples: Cap on held-out reports scored (None: all).
         min_words: Reports with fewer words are skipped (empty / near-empty OCR).
@@ -70,7 +72,10 @@ class ScriptArguments(RecipeArguments):
         default=str(DEFAULT_DATA), metadata={"help": "TCGA-schema reports (.jsonl[.gz]) or synthetic:n=..,seed=.."}
     )
     training_data: str | None = field(default=None, metadata={"help": "Data description for the model cards."})
-    eval_fraction: float = field(default=0.1, metadata={"help": "Held-out fraction of patients."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Held-out (test) fraction of patients."})
+    validation_fraction: float = field(
+        default=0.0, metadata={"help": "Validation fraction of patients (0: none), scored beside the test split."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training reports."})
     max_eval_samples: int | None = field(default=300, metadata={"help": "Cap on held-out reports scored."})
     min_words: int = field(default=20, metadata={"help": "Skip reports with fewer words."})
@@ -208,6 +213,15 @@ class Setup:
     teacher: Any
     teacher_name: str
     results: dict[str, dict]
+    validation: list[dict] = field(default_factory=list)
+
+    def score(self, name: str, model: Any, args: SKDConfig, script_args: ScriptArguments, extra: dict) -> dict:
+        """Scores ``model`` on the test split, and on the validation split (under ``"validation"``) if any."""
+        metrics = score(name, model, self.tok, self.held_out, args, script_args, extra, self.out)
+        if self.validation:
+            valid = score(f"{name}@validation", model, self.tok, self.validation, args, script_args, None, self.out)
+            metrics["validation"] = {k: v for k, v in valid.items() if k != "examples"}
+        return metrics
 
 
 def prepare(
@@ -226,7 +240,7 @@ def prepare(
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = PartialState()
-    train, held_out = load_split(script_args)
+    train, validation, held_out = load_splits(script_args)
     with state.main_process_first():  # the main process trains and saves the tokenizer, the others load it
         tok = build_tokenizer(model_args, train, out / "tokenizer", reuse)
     results: dict[str, dict] = {}
@@ -264,7 +278,8 @@ def prepare(
         f"({script_args.teacher_steps} SFT steps)"
     )
     extra = {"train_seconds": teacher_seconds, "parameters": teacher.num_parameters()}
-    results["teacher"] = score("teacher", teacher, tok, held_out, training_args, script_args, extra, out)
+    setup = Setup(out, tok, train, held_out, teacher, "", results, validation)
+    results["teacher"] = setup.score("teacher", teacher, training_args, script_args, extra)
 
     # Shared student warm start.
     def build_student():
@@ -290,8 +305,9 @@ def prepare(
     if reused:
         warm_seconds = results.get("student_init", {}).get("train_seconds", warm_seconds)
     extra = {"train_seconds": warm_seconds, "parameters": student.num_parameters()}
-    results["student_init"] = score("student_init", student, tok, held_out, training_args, script_args, extra, out)
-    return Setup(out, tok, train, held_out, teacher, teacher_name, results)
+    results["student_init"] = setup.score("student_init", student, training_args, script_args, extra)
+    setup.teacher_name = teacher_name
+    return setup
 
 
 def train_student(
@@ -351,7 +367,7 @@ def train_student(
     speeds = [log["completion_tokens_per_second"] for log in logs if "completion_tokens_per_second" in log]
     extra["completion_tokens_per_second"] = sum(speeds) / len(speeds) if speeds else None
     model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
-    metrics = score(spec, model, setup.tok, setup.held_out, args, script_args, extra, out)
+    metrics = setup.score(spec, model, args, script_args, extra)
     setup.results[spec] = metrics
     if state.is_main_process:
         (out / "results.json").write_text(json.dumps(setup.results, indent=2))

@@ -103,21 +103,41 @@ def describe_data(args: Any) -> str:
 
 
 def load_split(args: Any) -> tuple[list[dict], list[dict]]:
-    """Train and held-out examples; the split is by patient (stable hash), so no patient is on both sides."""
+    """Train and held-out (test) examples; the split is by patient (stable hash), so no patient is on both sides."""
+    train, _, test = load_splits(args)
+    return train, test
+
+
+def load_splits(args: Any) -> tuple[list[dict], list[dict], list[dict]]:
+    """Train, validation and test examples, split by patient (stable hash): test is the first ``eval_fraction``
+    of the hash range, validation the next ``validation_fraction`` (empty when 0), train the rest.
+
+    Args:
+        args: ``ScriptArguments`` (``data_path``, ``eval_fraction``, ``validation_fraction``, caps, ``min_words``,
+            ``prompt_words``).
+    """
+    validation_fraction = getattr(args, "validation_fraction", 0.0)
+    if not (0 < args.eval_fraction and 0 <= validation_fraction and args.eval_fraction + validation_fraction < 1):
+        raise ValueError(
+            f"eval_fraction ({args.eval_fraction}) must be > 0, validation_fraction ({validation_fraction}) >= 0, "
+            "and together < 1 so that patients are left for training."
+        )
     records = read_records(args.data_path)
-    train, held_out = [], []
+    train, validation, test = [], [], []
+    test_end = args.eval_fraction * 10_000
+    validation_end = test_end + validation_fraction * 10_000
     for r in records:
         if not r.get("synoptic") or len(str(r.get("text") or "").split()) < args.min_words:
             continue
         key = str(r.get("patient") or r.get("id"))
         bucket = int(hashlib.sha1(key.encode()).hexdigest(), 16) % 10_000
-        (held_out if bucket < args.eval_fraction * 10_000 else train).append(r)
+        (test if bucket < test_end else validation if bucket < validation_end else train).append(r)
     if args.max_train_samples:
         train = train[: args.max_train_samples]
     if args.max_eval_samples:
-        held_out = held_out[: args.max_eval_samples]
-    logger.info("%d training and %d held-out reports", len(train), len(held_out))
-    return [make_example(r, args.prompt_words) for r in train], [make_example(r, args.prompt_words) for r in held_out]
+        test, validation = test[: args.max_eval_samples], validation[: args.max_eval_samples]
+    logger.info("%d training, %d validation and %d test reports", len(train), len(validation), len(test))
+    return tuple([make_example(r, args.prompt_words) for r in rows] for rows in (train, validation, test))
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------------
