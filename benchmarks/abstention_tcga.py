@@ -32,8 +32,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tcga-reports" / "reports.jsonl.gz"
-TARGETS = (0.90, 0.95, 0.97)
-TASKS = ("organ", "cancer_type", "histology", "grade", "t_stage", "laterality", "behavior")
+TARGETS = (0.80, 0.90, 0.95, 0.97)
+TASKS = ("organ", "cancer_type", "histology", "histology_group", "grade", "t_stage", "laterality", "behavior")
+# noisy tasks: also evaluated with "unknown" as missing (its reports dropped, its probability renormalised away)
+UNKNOWN_AS_MISSING = ("histology_group", "t_stage", "laterality")
+CACHE_VERSION = "v2"  # v2: tasks in the key (histology_group added)
 
 # Teacher recipes: MtCNNJobArguments overrides that change the ensemble.
 # Default: 8 members, 4 folds, out-of-fold labels.
@@ -66,14 +69,22 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "oof16": {"teacher": "oof16"},
     "insample32": {"teacher": "insample32"},
     "insample32_soft": {"teacher": "insample32", "alpha": 1.0},
+    # issue 13: consistent teaching (teacher labels each augmented view on the fly), CoD transfer data
+    "insample_soft_long": {"teacher": "insample8", "alpha": 1.0, "student_epochs": 16},
+    "consistent": {"teacher": "insample8", "alpha": 1.0, "consistent_teaching": True},
+    "consistent_long": {"teacher": "insample8", "alpha": 1.0, "consistent_teaching": True, "student_epochs": 16},
+    "cod": {"teacher": "insample8", "alpha": 1.0, "counterfactuals": "add"},
+    "cod_equal": {"teacher": "insample8", "alpha": 1.0, "counterfactuals": "equal"},
 }
+STUDENT_KEYS = ("student_epochs", "alpha", "temperature", "consistent_teaching", "augment_strength", "counterfactuals",
+                "cod_max_edits")  # fmt: skip
 DIFF_METRICS = [f"{m}@{t:.2f}.coverage" for m in ("empirical", "ltt") for t in TARGETS] + ["aurc", "accuracy"]
 TEACHER_KEYS = ("members", "folds", "teacher_epochs", "member_sampling", "bag_fraction")
 
 
 def _key(job, training_args, keys) -> str:
-    d = {**dataclasses.asdict(job), "epochs": int(training_args.num_train_epochs)}
-    blob = json.dumps({k: d[k] for k in keys}, sort_keys=True, default=str)
+    d = {**dataclasses.asdict(job), "epochs": int(training_args.num_train_epochs), "version": CACHE_VERSION}
+    blob = json.dumps({k: d[k] for k in (*keys, "tasks", "version")}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -113,7 +124,13 @@ def train_models(
     prepared, base, base_args, seed: int, students: list[str], dac: bool, cache: Path, log
 ) -> dict[str, dict]:
     """Trains (or loads cached probabilities of) baseline, ensembles, students and DAC for one seed."""
-    from reportkd.text.mtcnn.pipeline import soft_labels, train_dac, train_single, train_teacher_ensemble
+    from reportkd.text.mtcnn.pipeline import (
+        soft_labels,
+        train_dac,
+        train_single,
+        train_teacher_ensemble,
+        transfer_set,
+    )
 
     targs = dataclasses.replace(base_args, seed=seed)
     work = cache / f"seed{seed}"
@@ -141,8 +158,11 @@ def train_models(
         s_job = dataclasses.replace(t_job, **spec)
         t_key = _key(t_job, targs, TEACHER_KEYS + ("epochs",))
 
-        def build_teacher(t_job=t_job):
+        module_dir = work / f"teacher-{teacher_name}-{t_key}"
+
+        def build_teacher(t_job=t_job, module_dir=module_dir):
             ensemble = train_teacher_ensemble(prepared, t_job, targs, work / "tmp")
+            ensemble.save_pretrained(module_dir)  # for students that need the teacher in memory (CoD, consistent)
             soft = soft_labels(ensemble, prepared, t_job, seed)
             out = _probs(ensemble, prepared)
             out.update({f"soft/{t}": p for t, p in soft.items()})
@@ -151,14 +171,23 @@ def train_models(
         teacher = cached(f"teacher-{teacher_name}", t_key, build_teacher)
         results.setdefault(f"ensemble-{teacher_name}", {k: v for k, v in teacher.items() if not k.startswith("soft/")})
         soft_cache[teacher_name] = {k[5:]: v for k, v in teacher.items() if k.startswith("soft/")}
-        s_key = _key(s_job, targs, TEACHER_KEYS + ("epochs", "student_epochs", "alpha", "temperature"))
-        results[f"student-{name}"] = cached(
-            f"student-{name}",
-            s_key,
-            lambda s=s_job, tn=teacher_name: _probs(
-                train_single(prepared, s, targs, work / "tmp", soft_labels=soft_cache[tn]), prepared
-            ),
-        )
+        s_key = _key(s_job, targs, TEACHER_KEYS + ("epochs",) + STUDENT_KEYS)
+
+        def build_student(s=s_job, tn=teacher_name, module_dir=module_dir):
+            module = None
+            if s.consistent_teaching or s.counterfactuals != "none":
+                from reportkd.text.mtcnn import MtCNNEnsembleForReportClassification
+
+                module = MtCNNEnsembleForReportClassification.from_pretrained(module_dir).eval()
+            start = time.perf_counter()
+            transfer, counts = transfer_set(prepared, s, module, seed)
+            if counts["cod_attempted"]:
+                log(f"seed {seed}: {counts} counterfactuals in {time.perf_counter() - start:.0f} s")
+            model = train_single(prepared, s, targs, work / "tmp", soft_labels=soft_cache[tn], teacher=module,
+                                 transfer=transfer)  # fmt: skip
+            return _probs(model, prepared)
+
+        results[f"student-{name}"] = cached(f"student-{name}", s_key, build_student)
     if dac:
         targets = {t: (0.97 if t in ("organ", "cancer_type") else 0.90) for t in base.tasks}
 
@@ -241,6 +270,119 @@ def ltt_resampling(arrays, labels, targets, delta: float, resamples: int, seed: 
                 "mean_coverage": float(np.mean(st["coverage"])),
             }
     return out
+
+
+def unknown_as_missing(
+    arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.ndarray]], task_labels: dict[str, list[str]]
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """Adds ``<task>~known`` for :data:`UNKNOWN_AS_MISSING`: reports labelled ``unknown`` dropped (missing) and the
+    ``unknown`` class's probability removed and the rest renormalised (evaluation-time; the models are unchanged)."""
+    arrays, labels = dict(arrays), {k: dict(v) for k, v in labels.items()}
+    for task in UNKNOWN_AS_MISSING:
+        if task not in task_labels or "unknown" not in task_labels[task]:
+            continue
+        u = task_labels[task].index("unknown")
+        for split in ("calibration", "test"):
+            y = labels[split][task].copy()
+            y = np.where(y == u, -100, np.where(y > u, y - 1, y))
+            labels[split][f"{task}~known"] = y
+            if f"{split}/{task}" in arrays:
+                p = np.delete(arrays[f"{split}/{task}"], u, axis=1)
+                arrays[f"{split}/{task}~known"] = p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
+    return arrays, labels
+
+
+def halving_differences(
+    per_seed_arrays: dict[int, dict[str, dict[str, np.ndarray]]],
+    labels: dict[str, dict[str, np.ndarray]],
+    tasks: list[str],
+    delta: float,
+    halvings: int,
+) -> dict[str, Any]:
+    """Model − baseline coverage over seeds × resampled calibration/test halvings (same halvings for every model).
+
+    Calibration and test reports are pooled and redrawn ``halvings`` times into halves of the original sizes; for
+    each seed and halving the model and the baseline of that seed are calibrated on the same half and measured on
+    the other. Returns per model, task and ``method@target``: mean difference, its standard error over seeds (sd of
+    the per-seed means / √seeds), the mean sd over halvings, the share of (seed, halving) pairs the model wins, and
+    the model's and the baseline's mean coverage.
+    """
+    from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
+
+    seeds = sorted(per_seed_arrays)
+    models = [m for m in per_seed_arrays[seeds[0]] if m != "baseline" and m != "dac"]
+    out: dict[str, Any] = {m: {} for m in models}
+    for task in tasks:
+        y = np.concatenate([labels["calibration"][task], labels["test"][task]])
+        n_cal = len(labels["calibration"][task])
+        perms = [np.random.default_rng(1000 + h).permutation(len(y)) for h in range(halvings)]
+        cov: dict[str, np.ndarray] = {}  # model → (seeds, halvings, methods × targets)
+        for model in ["baseline", *models]:
+            grid = np.full((len(seeds), halvings, 2 * len(TARGETS)), np.nan)
+            for si, seed in enumerate(seeds):
+                a = per_seed_arrays[seed].get(model)
+                if a is None:
+                    continue
+                p = np.concatenate([a[f"calibration/{task}"], a[f"test/{task}"]])
+                for h, perm in enumerate(perms):
+                    cal, test = perm[:n_cal], perm[n_cal:]
+                    for ti, target in enumerate(TARGETS):
+                        for mi, thr in enumerate(
+                            (empirical_threshold(p[cal], y[cal], target), ltt_threshold(p[cal], y[cal], target, delta))
+                        ):
+                            m = selective_metrics(p[test], y[test], thr.threshold)
+                            grid[si, h, mi * len(TARGETS) + ti] = m["coverage"]
+            cov[model] = grid
+        for model in models:
+            d = cov[model] - cov["baseline"]
+            row = {}
+            for mi, method in enumerate(("empirical", "ltt")):
+                for ti, target in enumerate(TARGETS):
+                    k = mi * len(TARGETS) + ti
+                    dk = d[..., k]
+                    if np.isnan(dk).all():
+                        continue
+                    per_seed_mean = np.nanmean(dk, axis=1)
+                    n = int(np.sum(~np.isnan(per_seed_mean)))
+                    row[f"{method}@{target:.2f}"] = {
+                        "mean": float(np.nanmean(dk)),
+                        "se_seeds": float(np.nanstd(per_seed_mean, ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+                        "sd_halvings": float(np.nanmean(np.nanstd(dk, axis=1, ddof=1))) if halvings > 1 else 0.0,
+                        "wins": float(np.nanmean(dk > 0)),
+                        "model": float(np.nanmean(cov[model][..., k])),
+                        "baseline": float(np.nanmean(cov["baseline"][..., k])),
+                        "seeds": n,
+                    }
+            out[model][task] = row
+    return out
+
+
+def halving_markdown(diffs: dict[str, Any], tasks: list[str], halvings: int) -> str:
+    """Paired model − baseline coverage differences (seeds × halvings), empirical and LTT, every target."""
+    lines = [
+        f"### Model − baseline coverage over seeds × {halvings} resampled calibration/test halvings",
+        "",
+        "Cell: mean difference ± standard error over seeds (sd over halvings in brackets); ** when mean > 2 SE.",
+        "",
+        "| model | task | " + " | ".join(f"{m} @{t:.2f}" for m in ("emp.", "LTT") for t in TARGETS) + " |",
+        "|---|---|" + "---|" * (2 * len(TARGETS)),
+    ]
+    for model, per_task in diffs.items():
+        for task in tasks:
+            row = per_task.get(task)
+            if not row:
+                continue
+            cells = []
+            for method in ("empirical", "ltt"):
+                for t in TARGETS:
+                    c = row.get(f"{method}@{t:.2f}")
+                    if c is None:
+                        cells.append("—")
+                        continue
+                    star = "**" if c["seeds"] > 1 and c["mean"] > 2 * c["se_seeds"] > 0 else ""
+                    cells.append(f"{star}{c['mean']:+.3f} ± {c['se_seeds']:.3f}{star} ({c['sd_halvings']:.3f})")
+            lines.append(f"| {model} | {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def summarise(per_seed: dict[int, dict[str, dict]]) -> dict[str, Any]:
@@ -442,6 +584,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--delta", type=float, default=0.1, help="LTT risk level.")
     p.add_argument("--resamples", type=int, default=200, help="Resampled splits for the LTT guarantee check.")
+    p.add_argument("--halvings", type=int, default=20, help="Resampled calibration/test halvings per seed.")
+    p.add_argument("--train-only", action="store_true", help="Train and cache these seeds; no tables (parallel runs).")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is robust on a shared machine).")
     p.add_argument("--quick", action="store_true", help="Tiny settings to check the script (not a measurement).")
     p.add_argument("--cache-dir", default=str(ROOT / "outputs" / "abstention_tcga_cache"))
@@ -483,13 +627,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         split: labels_by_task(getattr(prepared, split), prepared.task_labels) for split in ("calibration", "test")
     }
     log(f"data: train {len(prepared.train)}, calibration {len(prepared.calibration)}, test {len(prepared.test)}")
+    base_labels = labels
     per_seed_metrics: dict[int, dict[str, dict]] = {}
-    first_arrays: dict[str, dict[str, np.ndarray]] = {}
+    per_seed_arrays: dict[int, dict[str, dict[str, np.ndarray]]] = {}
     for seed in args.seeds:
         arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log)
+        for model in list(arrays):
+            arrays[model], labels = unknown_as_missing(arrays[model], base_labels, prepared.task_labels)
+        per_seed_arrays[seed] = arrays
         per_seed_metrics[seed] = {m: task_metrics(a, labels, args.delta) for m, a in arrays.items()}
-        first_arrays = first_arrays or arrays
+    if args.train_only:
+        log("trained (--train-only); rerun without it over all seeds for the tables")
+        return {}
+    first_arrays = per_seed_arrays[args.seeds[0]]
+    all_tasks = list(labels["test"])
     summary = summarise(per_seed_metrics)
+    log(f"halvings: {args.halvings}")
+    halving = halving_differences(per_seed_arrays, labels, all_tasks, args.delta, args.halvings)
     ltt_targets = {t: (0.97 if t in ("organ", "cancer_type") else 0.90) for t in TASKS}
     guarantee = {
         m: ltt_resampling(a, labels, ltt_targets, args.delta, args.resamples)
@@ -515,10 +669,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_seed": per_seed_metrics,
         "summary": summary,
         "ltt_resampling": guarantee,
+        "halvings": args.halvings,
+        "student_minus_baseline_halvings": halving,
         "figures": figures,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    md = markdown(summary, list(TASKS), args.seeds)
+    md = markdown(summary, all_tasks, args.seeds)
+    md += "\n\n" + halving_markdown(halving, all_tasks, args.halvings)
     if args.resamples:
         md += "\n\n" + resampling_markdown(guarantee, args.delta)
     if not args.quick:

@@ -159,3 +159,57 @@ def test_a_killed_demo_resumes_when_rerun(tmp_path, monkeypatch, caplog):
     assert calls == {"teacher": 1, "student": 2}  # the teacher ensemble was reused, the student retrained
     assert "reusing the complete stages teacher, soft_labels, baseline" in caplog.text
     assert (out / "student" / "thresholds.json").is_file()
+
+
+def test_consistent_teaching_labels_the_augmented_view_the_student_sees(records, tmp_path, monkeypatch):
+    from reportkd.text.mtcnn.ensemble import MtCNNEnsembleForReportClassification
+    from reportkd.text.mtcnn.modeling_mtcnn import MtCNNForReportClassification
+
+    teacher_views, student_views = [], []
+    soft_labels, forward = MtCNNEnsembleForReportClassification.soft_labels, MtCNNForReportClassification.forward
+
+    def spy_teacher(self, input_ids, *a, **k):
+        teacher_views.append(input_ids.clone())
+        return soft_labels(self, input_ids, *a, **k)
+
+    def spy_student(self, input_ids=None, *a, **k):
+        if self.training:
+            student_views.append(input_ids.clone())
+        return forward(self, input_ids, *a, **k)
+
+    monkeypatch.setattr(MtCNNEnsembleForReportClassification, "soft_labels", spy_teacher)
+    monkeypatch.setattr(MtCNNForReportClassification, "forward", spy_student)
+    args = default_training_args(tmp_path, max_steps=3, disable_tqdm=True, per_device_train_batch_size=8)
+    results = run_mtcnn_job(records, tiny_job(consistent_teaching=True, alpha=1.0, train_baseline=False), args)
+    assert len(teacher_views) == 3 and len(student_views) == 3  # one teacher pass per student step
+    assert all(t.equal(s) for t, s in zip(teacher_views, student_views))
+    plain = dataclasses.replace(tiny_job(alpha=1.0, train_baseline=False))
+    from reportkd.text.mtcnn.pipeline import prepare_data
+
+    originals = {tuple(r) for r in prepare_data(records, plain, 0).train["input_ids"]}
+    views = {tuple(int(x) for x in row if x != 0) for row in student_views[0]}
+    assert views - originals, "the student saw no augmented view"
+    assert results["settings"]["job"]["consistent_teaching"] is True
+
+
+def test_unlabelled_reports_and_counterfactuals_flow_through_the_job(records, tmp_path):
+    extra = tmp_path / "backlog.jsonl"
+    write_reports(extra, [{"id": f"u{i}", "text": r["text"]} for i, r in enumerate(generate_reports(30, seed=8))])
+    args = default_training_args(tmp_path / "out", num_train_epochs=1, disable_tqdm=True)
+    job = tiny_job(unlabelled=str(extra), counterfactuals="add", cod_max_edits=3, alpha=1.0)
+    results = run_mtcnn_job(records, job, args)
+    transfer = results["data"]["transfer"]
+    assert transfer["unlabelled"] == 30
+    assert transfer["cod_attempted"] == results["data"]["train"] and 0 < transfer["counterfactuals"] <= 60
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["data"]["transfer"] == transfer
+    with pytest.raises(ValueError, match="other settings"):  # the transfer data is part of the student's settings
+        run_mtcnn_job(records, tiny_job(unlabelled=str(extra), alpha=1.0), args, resume=True)
+
+
+def test_transfer_options_are_validated():
+    with pytest.raises(ValueError, match="counterfactuals"):
+        tiny_job(counterfactuals="some")
+    with pytest.raises(ValueError, match="not found"):
+        tiny_job(unlabelled="/nonexistent/backlog.jsonl")
+    with pytest.raises(ValueError, match="alpha > 0"):
+        tiny_job(consistent_teaching=True, alpha=0.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,14 @@ class MtCNNJobArguments:
         bag_fraction: Share of the training reports each bagged member sees.
         teacher_epochs: Epochs of the teacher ensemble (None: ``num_train_epochs`` of the training arguments).
         student_epochs: Epochs of the distilled student (None: ``num_train_epochs``).
+        consistent_teaching: The teacher ensemble labels a fresh augmented view of each report on the fly and the
+            student matches it on that same view (Beyer et al., CVPR 2022); needs the ensemble in memory.
+        augment_strength: Scales the augmentation rates of consistent teaching (1: word / span dropout 0.1,
+            sentence shuffle 0.5, OCR noise 0.05; see :class:`reportkd.text.mtcnn.augment.AugmentPolicy`).
+        unlabelled: A reports file with texts and no labels: extra transfer data (soft term only).
+        counterfactuals: CoD transfer data: ``"none"``, ``"add"`` (one counterfactual per training report, added)
+            or ``"equal"`` (half the training reports plus their counterfactuals, the same size).
+        cod_max_edits: Most words deleted per counterfactual.
         alpha: Weight of the soft labels in the student's loss (``1 - alpha`` weights the hard labels).
         temperature: Distillation temperature (> 0).
         task_weights: Optional task → loss weight (dict or JSON object) for ensemble, baseline and student.
@@ -72,6 +81,13 @@ class MtCNNJobArguments:
     bag_fraction: float = field(default=0.632, metadata={"help": "Share of reports per bagged member."})
     teacher_epochs: int | None = field(default=None, metadata={"help": "Teacher epochs (None: num_train_epochs)."})
     student_epochs: int | None = field(default=None, metadata={"help": "Student epochs (None: num_train_epochs)."})
+    consistent_teaching: bool = field(
+        default=False, metadata={"help": "Teacher labels augmented views on the fly; student matches the same view."}
+    )
+    augment_strength: float = field(default=1.0, metadata={"help": "Scale of the augmentation rates, >= 0."})
+    unlabelled: str | None = field(default=None, metadata={"help": "Reports file, no labels: extra transfer data."})
+    counterfactuals: str = field(default="none", metadata={"help": "CoD transfer data: 'none', 'add' or 'equal'."})
+    cod_max_edits: int = field(default=4, metadata={"help": "Most words deleted per counterfactual, >= 1."})
     alpha: float = field(default=0.5, metadata={"help": "Weight of the soft labels in the student loss, in [0, 1]."})
     temperature: float = field(default=1.0, metadata={"help": "Distillation temperature (> 0)."})
     task_weights: dict[str, float] | str | None = field(
@@ -104,6 +120,16 @@ class MtCNNJobArguments:
             raise ValueError(f"member_sampling must be 'folds' or 'bagging', got {self.member_sampling!r}.")
         _check(0.0 < self.bag_fraction < 1.0, "bag_fraction", self.bag_fraction, "in (0, 1)")
         _check(0.0 <= self.alpha <= 1.0, "alpha", self.alpha, "in [0, 1]")
+        _check(0.0 <= self.augment_strength <= 5.0, "augment_strength", self.augment_strength, "in [0, 5]")
+        if self.counterfactuals not in ("none", "add", "equal"):
+            raise ValueError(f"counterfactuals must be 'none', 'add' or 'equal', got {self.counterfactuals!r}.")
+        _check(self.cod_max_edits >= 1, "cod_max_edits", self.cod_max_edits, ">= 1")
+        if self.unlabelled == "":
+            self.unlabelled = None
+        if self.unlabelled is not None and not os.path.isfile(self.unlabelled):
+            raise ValueError(f"unlabelled file {self.unlabelled} not found; give an existing .jsonl/.csv file.")
+        if (self.consistent_teaching or self.unlabelled or self.counterfactuals != "none") and self.alpha == 0:
+            raise ValueError("consistent_teaching, unlabelled and counterfactuals need the soft term: set alpha > 0.")
         _check(self.temperature > 0, "temperature", self.temperature, "> 0")
         _check(0.0 < self.target_accuracy < 1.0, "target_accuracy", self.target_accuracy, "in (0, 1)")
         _check(0.0 < self.delta < 1.0, "delta", self.delta, "in (0, 1)")
@@ -138,6 +164,12 @@ class MtCNNJobArguments:
     def teacher_fields(self) -> dict[str, Any]:
         """The teacher-ensemble settings."""
         names = ("members", "member_sampling", "folds", "bag_fraction", "teacher_epochs")
+        return {n: getattr(self, n) for n in names}
+
+    @property
+    def transfer_fields(self) -> dict[str, Any]:
+        """The student's transfer-data settings (consistent teaching, unlabelled reports, counterfactuals)."""
+        names = ("consistent_teaching", "augment_strength", "unlabelled", "counterfactuals", "cod_max_edits")
         return {n: getattr(self, n) for n in names}
 
 

@@ -194,8 +194,9 @@ def stage_settings(
     s: dict[str, dict[str, Any]] = {"teacher": {**common, **job.teacher_fields}}
     s["soft_labels"] = {"teacher": _hash(s["teacher"])}
     s["baseline"] = dict(common)
+    transfer = {**job.transfer_fields, "unlabelled": job.unlabelled and data_fingerprint(job.unlabelled)}
     s["student"] = {**common, "soft_labels": _hash(s["soft_labels"]), "alpha": job.alpha,
-                    "temperature": job.temperature, "student_epochs": job.student_epochs}  # fmt: skip
+                    "temperature": job.temperature, "student_epochs": job.student_epochs, **transfer}  # fmt: skip
     s["dac"] = {**common, "target_accuracy": job.target_accuracy, "dac_targets": job.dac_targets}
     s = {k: v for k, v in s.items() if k in stages_run}
     s["calibration"] = {
@@ -335,14 +336,24 @@ def run_mtcnn_job(
     if job.train_baseline:
         models["baseline"] = model_stage("baseline", "baseline", lambda d, r: stages.train_single(
             prepared, job, training_args, d, resume_from_checkpoint=r, **kw))  # fmt: skip
-    models["student"] = model_stage("student", "student", lambda d, r: stages.train_single(
-        prepared, job, training_args, d, soft, resume_from_checkpoint=r, **kw))  # fmt: skip
+    counts_path = out / "work" / "transfer.json"
+
+    def train_student(d, r):
+        transfer, counts = stages.transfer_set(prepared, job, models["ensemble"], seed)
+        if process.is_main_process:
+            write_json(counts_path, counts)
+        return stages.train_single(prepared, job, training_args, d, soft, teacher=models["ensemble"],
+                                   transfer=transfer, resume_from_checkpoint=r, **kw)  # fmt: skip
+
+    models["student"] = model_stage("student", "student", train_student)
     if job.train_dac:
         models["dac"] = model_stage("dac", "dac", lambda d, r: stages.train_dac(
             prepared, job, training_args, d, resume_from_checkpoint=r, **kw))  # fmt: skip
 
     def build_calibration(_):
         results, calibrations = job_results(models, prepared, job, training_args, source, data_description)
+        if counts_path.is_file():  # transfer data the student saw besides the training reports
+            results["data"]["transfer"] = json.loads(counts_path.read_text())
         if process.is_main_process:
             save_results(out, results, calibrations, models, prepared, job, command=command)
         return results

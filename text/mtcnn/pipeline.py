@@ -229,6 +229,71 @@ def soft_labels(
     return {task: (p * held_out[..., None]).sum(0) / held_out.sum(0)[:, None] for task, p in member_probs.items()}
 
 
+_TRANSFER_COLUMNS = ("id", "input_ids", "labels")
+
+
+def transfer_set(
+    prepared: PreparedData, job: MtCNNJobArguments, ensemble: MtCNNEnsembleForReportClassification | None, seed: int
+) -> tuple[Dataset | None, dict[str, int]]:
+    """The student's extra transfer data: unlabelled reports and CoD counterfactuals (no hard labels).
+
+    Rows have ``id``, ``input_ids``, ``labels`` (all missing) and the text column (the words of ``input_ids`` for
+    counterfactuals); the teacher labels them (:func:`train_single`).
+
+    Args:
+        prepared: Data from :func:`prepare_data`.
+        job: The job settings (``unlabelled``, ``counterfactuals``, ``cod_max_edits``).
+        ensemble: The teacher (needed for counterfactuals).
+        seed: Seed of the half kept by ``counterfactuals="equal"``.
+
+    Returns:
+        The rows (None when there are none) and the counts ``{"unlabelled", "counterfactuals", "cod_attempted"}``.
+    """
+    from datasets import concatenate_datasets
+
+    parts, counts = [], {"unlabelled": 0, "counterfactuals": 0, "cod_attempted": 0}
+    n_tasks, text = len(job.tasks), job.text_column
+    if job.unlabelled:
+        ds, _ = load_reports(job.unlabelled, text_column=text, task_columns=(), min_words=job.min_words)
+        ds = encode_reports(ds, prepared.tokenizer, None, text_column=text, max_length=job.max_length)
+        ds = ds.add_column("labels", [[IGNORE_INDEX] * n_tasks] * len(ds))
+        parts.append(ds.select_columns([*_TRANSFER_COLUMNS, text]))
+        counts["unlabelled"] = len(ds)
+    if job.counterfactuals != "none":
+        if ensemble is None:
+            raise ValueError("counterfactuals need the teacher ensemble.")
+        from .counterfactual import counterfactual_transfer_set
+
+        rows = cod_rows(job, len(prepared.train), seed)
+        tok = prepared.tokenizer
+        cf = counterfactual_transfer_set(
+            ensemble, prepared.train, job.tasks, max_edits=job.cod_max_edits, pad_token_id=tok.pad_token_id,
+            min_length=max(job.kernel_sizes), protected=[tok.unk_token_id], rows=rows,
+        )  # fmt: skip
+        words = [" ".join(tok.convert_ids_to_tokens(ids)) for ids in cf["input_ids"]]
+        ds = Dataset.from_dict(
+            {
+                "id": cf["id"],
+                "input_ids": cf["input_ids"],
+                "labels": [[IGNORE_INDEX] * n_tasks] * len(words),
+                text: words,
+            }  # fmt: skip
+        )
+        parts.append(ds)
+        counts["counterfactuals"], counts["cod_attempted"] = len(ds), len(rows)
+    if not parts:
+        return None, counts
+    parts = [p.cast(parts[0].features) for p in parts]
+    return concatenate_datasets(parts), counts
+
+
+def cod_rows(job: MtCNNJobArguments, n_train: int, seed: int) -> np.ndarray:
+    """Training rows whose counterfactuals are made: all (``"add"``) or a seeded half (``"equal"``)."""
+    if job.counterfactuals == "equal":
+        return np.sort(np.random.default_rng(seed + 11).permutation(n_train)[: n_train // 2])
+    return np.arange(n_train)
+
+
 def train_single(
     prepared: PreparedData,
     job: MtCNNJobArguments,
@@ -236,6 +301,8 @@ def train_single(
     output_dir: str | os.PathLike,
     soft_labels: dict[str, np.ndarray] | None = None,
     *,
+    teacher: Any = None,
+    transfer: Dataset | None = None,
     resume_from_checkpoint: str | None = None,
     callbacks: list | None = None,
 ) -> MtCNNForReportClassification:
@@ -243,25 +310,62 @@ def train_single(
 
     Args:
         prepared: Data from :func:`prepare_data`.
-        job: The job settings (``alpha``, ``temperature``, ``student_epochs`` shape the student).
+        job: The job settings (``alpha``, ``temperature``, ``student_epochs``, ``consistent_teaching``,
+            ``counterfactuals`` shape the student).
         args: The user's training arguments.
         output_dir: The trainer's output folder (checkpoints).
         soft_labels: Task → ``(N_train, C)`` teacher probabilities, or None for the baseline.
+        teacher: The teacher ensemble: labels ``transfer`` rows, and every batch on the fly with
+            ``job.consistent_teaching`` (then ``soft_labels`` are not used).
+        transfer: Extra rows without hard labels (:func:`transfer_set`).
         resume_from_checkpoint: A checkpoint of this stage to continue from.
         callbacks: Extra trainer callbacks.
     """
     torch.manual_seed(args.seed + 7)
     model = MtCNNForReportClassification(model_config(prepared, job))
     train = prepared.train
-    if soft_labels is not None:
-        train = attach_teacher_outputs(train, soft_labels)
-    config = stage_config("baseline" if soft_labels is None else "student", job, args, output_dir)
-    collator = ReportCollator(pad_token_id=prepared.tokenizer.pad_token_id, min_length=max(job.kernel_sizes))
+    student = soft_labels is not None
+    consistent = student and job.consistent_teaching
+    if student and job.counterfactuals == "equal":
+        train = train.select(cod_rows(job, len(train), args.seed))
+    if transfer is not None:
+        columns = [*_TRANSFER_COLUMNS, job.text_column]
+        train = concatenate_datasets_like(train.select_columns(columns), transfer.select_columns(columns))
+    if student and not consistent:
+        keep = cod_rows(job, len(prepared.train), args.seed) if job.counterfactuals == "equal" else None
+        probs = {t: p if keep is None else p[keep] for t, p in soft_labels.items()}
+        if transfer is not None:
+            if teacher is None:
+                raise ValueError("transfer rows need the teacher to label them.")
+            extra = predict_member_probs(teacher, transfer, pad_token_id=prepared.tokenizer.pad_token_id)
+            probs = {t: np.concatenate([p, extra[t].mean(0) if extra[t].ndim == 3 else extra[t]]) for t, p in
+                     probs.items()}  # fmt: skip
+        train = attach_teacher_outputs(train, probs)
+    config = stage_config("student" if student else "baseline", job, args, output_dir)
+    pad, widest = prepared.tokenizer.pad_token_id, max(job.kernel_sizes)
+    if consistent:
+        from .augment import AugmentingCollator, AugmentPolicy
+
+        collator = AugmentingCollator(
+            prepared.tokenizer, AugmentPolicy.scaled(job.augment_strength), args.seed,
+            text_column=job.text_column, max_length=job.max_length, pad_token_id=pad, min_length=widest,
+        )  # fmt: skip
+    else:
+        collator = ReportCollator(pad_token_id=pad, min_length=widest)
+    if not consistent:
+        teacher = None  # precomputed soft labels travel with the data
     trainer = MtCNNDistillationTrainer(
-        model=model, args=config, train_dataset=train, data_collator=collator,
+        model=model, teacher_model=teacher, args=config, train_dataset=train, data_collator=collator,
         callbacks=callbacks,
     )  # fmt: skip
     return _train(trainer, resume_from_checkpoint)
+
+
+def concatenate_datasets_like(first: Dataset, second: Dataset) -> Dataset:
+    """``first`` then ``second`` (cast to ``first``'s features)."""
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([first, second.cast(first.features)])
 
 
 def train_dac(
@@ -387,4 +491,5 @@ __all__ = [
     "train_dac",
     "train_single",
     "train_teacher_ensemble",
+    "transfer_set",
 ]

@@ -155,10 +155,13 @@ class MtCNNDistillationTrainer(MultitaskTrainer):
         member_mask = split_member_mask(inputs)
         outputs = model(**inputs)
         teacher_type, alpha = args.teacher_outputs_type, args.alpha
-        if teacher is None and self.teacher is not None and alpha > 0:
+        if teacher is None and self.teacher is not None and alpha > 0:  # on the fly, on the batch the student sees
             with torch.no_grad():
-                teacher = self.teacher(**inputs)["logits"]
-            teacher_type = "logits"
+                if hasattr(self.teacher, "soft_labels"):  # MtCNN / ensemble: mean softmax over members
+                    teacher = self.teacher.soft_labels(inputs["input_ids"], inputs.get("attention_mask"))
+                    teacher_type = "probs"
+                else:
+                    teacher, teacher_type = self.teacher(**inputs)["logits"], "logits"
         if teacher is None:
             alpha = 0.0  # hard-label baseline / teacher ensemble
         loss = multitask_kd_loss(
