@@ -6,7 +6,9 @@ Names resolve in this order:
    :func:`list_encoders`), added with ``@register_encoder("name")``;
 2. a scheme prefix: ``timm:NAME`` (timm, also ``timm:hf-hub:org/name``), ``open_clip:ARCH``, ``hf-hub:org/name``
    (an open_clip hub model) and ``hf:org/name`` (transformers ``AutoModel``; ``trust_remote_code`` stays off);
-3. an alias in a user weights map whose value is ``{"encoder": NAME, "weights": PATH}``.
+3. an alias in a user weights map whose value is ``{"encoder": NAME, "weights": PATH}``;
+4. a folder saved by a distilled patch-encoder student (``config.json`` with ``model_type:
+   reportkd_patch_encoder`` + ``model.safetensors``, see ``reportkd.vlm.patch``): ``get_encoder("runs/x/student")``.
 
 Weights: ``weights=`` (a file or folder; safetensors preferred) > the user weights map (a JSON file ``{"uni_v1":
 "/models/uni/pytorch_model.bin"}`` given by ``weights_map=`` / ``--encoder-weights FILE.json`` or the
@@ -159,7 +161,74 @@ def load_weights_map(source: str | Path | dict | None = None) -> dict[str, Any]:
     return out
 
 
+PATCH_ENCODER_TYPE = "reportkd_patch_encoder"
+
+
+def build_patch_backbone(timm_model: str, timm_kwargs: dict[str, Any]) -> nn.Module:
+    """A random-init timm backbone without classifier (``num_classes=0``): a patch-encoder student's architecture.
+
+    Args:
+        timm_model: timm architecture name.
+        timm_kwargs: Its keyword arguments (``img_size``, ``patch_size``, ``embed_dim``…).
+    """
+    import timm
+
+    return timm.create_model(timm_model, pretrained=False, num_classes=0, **timm_kwargs)
+
+
+def is_patch_encoder_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder saved by a patch-encoder student (``config.json`` of that model type)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") == PATCH_ENCODER_TYPE
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def load_patch_encoder_folder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The backbone (weights loaded strictly, safetensors only) and ``config.json`` of a saved student folder.
+
+    Args:
+        folder: A folder with ``config.json`` (``model_type: reportkd_patch_encoder``) and ``model.safetensors``.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not is_patch_encoder_folder(folder):
+        raise EncoderWeightsError(
+            f"{folder} is not a saved patch encoder (config.json with model_type {PATCH_ENCODER_TYPE!r}); pass a "
+            "folder written by reportkd.vlm.patch (e.g. <output_dir>/student)."
+        )
+    config = json.loads((folder / "config.json").read_text())
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise EncoderWeightsError(f"{folder} has no model.safetensors; save the student with save_pretrained.")
+    backbone = build_patch_backbone(config["timm_model"], config.get("timm_kwargs", {}))
+    backbone.load_state_dict(load_file(str(weights)))
+    return backbone, config
+
+
+def _folder_factory(folder: Path) -> Callable[..., EncoderBundle]:
+    def factory(*, weights: Path | None = None, random_init: bool = False) -> EncoderBundle:
+        """A distilled patch-encoder student saved as a folder."""
+        if weights is not None or random_init:
+            raise ValueError(f"{folder} is a saved student with its own weights: drop --encoder-weights/random_init.")
+        from .transforms import PatchTransform
+
+        backbone, config = load_patch_encoder_folder(folder)
+        size = int(config["image_size"])
+        transform = PatchTransform(size, crop=size, mean=tuple(config["mean"]), std=tuple(config["std"]))
+        return EncoderBundle(str(folder), backbone, transform, int(config["embedding_dim"]), torch.float32,
+                             f"file:{folder}", info={"timm_model": config["timm_model"]})  # fmt: skip
+
+    return factory
+
+
 def _resolve(name: str) -> Callable[..., EncoderBundle]:
+    if name not in ENCODERS and is_patch_encoder_folder(name):
+        return _folder_factory(Path(name))
     if name in ENCODERS:
         return ENCODERS.get(name)
     if name.startswith("hf-hub:"):

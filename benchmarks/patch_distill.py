@@ -1,0 +1,193 @@
+"""Patch-encoder distillation benchmark: multi-expert KD (GPFM), relation KD (HVisKD), DINO/iBOT (H0-mini).
+
+Experts: two ViTs larger than the student, each trained (supervised, then frozen) on a different synthetic task so
+they are good at different things: expert ``A`` on tissue class, expert ``B`` on a nuclear attribute (``--task-b``).
+Students: one ViT at >= 4x fewer FLOPs, the same budget (steps x batch, the same unlabelled synthetic tiles, HED
+stain jitter and flips) for every variant:
+
+- ``scratch``: no teacher, EMA self-distillation only (the label-free anchor); ``random``: untrained (floor);
+- ``kd_A`` / ``kd_B``: plain feature KD (cosine through a projection) from one expert;
+- ``multi``: multi-expert KD, one head per expert (GPFM's expert term);
+- ``multi_self``: + EMA self-distillation on local/global crops (GPFM);
+- ``multi_relation``: + sample- and region-level relation KD (HVisKD);
+- ``dino_ibot``: DINO + iBOT distillation from the frozen experts, 2 global views + local crops, masked tokens
+  (H0-mini).
+
+Per expert task: linear-probe and kNN accuracy on held-out labelled tiles; agreement with each expert (CKA, kNN
+overlap); stain robustness (nearest neighbour among 4 HED stain variants is itself; cosine between variants) on real
+tissue tiles from ``../shared/data/wsi`` when present (synthetic tiles otherwise); images/s and GFLOPs. Seeds paired
+(same seed: same student init and data order for every variant). JSON to ``benchmarks/results/patch_distill.json``.
+
+    nice -n 10 python benchmarks/patch_distill.py --threads 1              # ~25 min on one CPU core
+    python benchmarks/patch_distill.py --quick                            # seconds, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from reportkd.utils import write_json
+from reportkd.vlm.patch import MultiCropCollator, PatchDistillationConfig, PatchDistillationTrainer, PatchEncoder
+from reportkd.vlm.patch.data import TileDataset, slide_tiles, synthetic_tiles
+from reportkd.vlm.patch.evaluation import agreement, embed_pixels, embedder, probe_metrics, speed, stain_robustness
+from reportkd.vlm.patch.experts import train_expert
+
+ROOT = Path(__file__).resolve().parents[1]
+WSI = ROOT.parent / "shared" / "data" / "wsi"
+VARIANTS = {
+    "random": None,
+    "scratch": {"feature_weight": 0.0, "self_distill_weight": 1.0},
+    "kd_A": {"feature_weight": 1.0, "experts": ["A"]},
+    "kd_B": {"feature_weight": 1.0, "experts": ["B"]},
+    "multi": {"feature_weight": 1.0},
+    "multi_self": {"feature_weight": 1.0, "self_distill_weight": 0.5},
+    "multi_relation": {"feature_weight": 1.0, "relation_sample_weight": 1.0, "relation_region_weight": 1.0},
+    "dino_ibot": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0},
+}
+MULTI_CROP = ("multi_self", "dino_ibot", "scratch")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def vit(size: int, dim: int, depth: int, heads: int) -> PatchEncoder:
+    return PatchEncoder("vit_small_patch16_224", {"img_size": size, "patch_size": 8, "embed_dim": dim, "depth": depth,
+                                                  "num_heads": heads, "mlp_ratio": 2.0}, image_size=size)  # fmt: skip
+
+
+def train_student(variant: str, experts: dict, data: TileDataset, opts, seed: int, size: int) -> PatchEncoder:
+    torch.manual_seed(seed)
+    student = vit(size, *opts.student)
+    if VARIANTS[variant] is None:
+        return student.eval()
+    spec = dict(VARIANTS[variant])
+    names = spec.pop("experts", list(experts))
+    crops = variant in MULTI_CROP
+    n_patches = (size // 8) ** 2
+    collator = MultiCropCollator(
+        size, num_global=2 if crops else 1, global_scale=(0.5, 1.0) if crops else (1.0, 1.0),
+        num_local=2 if crops else 0, local_size=size // 2, hed_sigma=0.05,
+        mask_ratio=0.3 if spec.get("ibot_weight") else 0.0, num_patches=n_patches,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        args = PatchDistillationConfig(
+            output_dir=tmp, max_steps=opts.steps, per_device_train_batch_size=opts.batch, learning_rate=opts.lr,
+            lr_scheduler_type="cosine", warmup_steps=max(1, opts.steps // 20), weight_decay=0.05, save_strategy="no",
+            report_to="none", use_cpu=True, disable_tqdm=False, logging_steps=max(1, opts.steps // 4), seed=seed,
+            dataloader_drop_last=True,
+            dino_out_dim=128, dino_hidden_dim=128, dino_bottleneck_dim=32, **spec,
+        )  # fmt: skip
+        trainer = PatchDistillationTrainer(student, teachers={n: experts[n] for n in names}, args=args,
+                                           train_dataset=data, data_collator=collator)  # fmt: skip
+        trainer.train()
+    return student.eval()
+
+
+def summarise(runs: dict[str, list[dict]], tasks: list[str]) -> dict:
+    out = {}
+    for name, results in runs.items():
+        row = {}
+        for task in tasks:
+            for metric in ("linear_probe_acc", "knn_acc"):
+                vals = [r["probes"][task][metric] for r in results]
+                row[f"{task}/{metric}"] = {"mean": statistics.mean(vals), "sd": statistics.pstdev(vals),
+                                           "values": vals}  # fmt: skip
+        for metric in ("stain_top1", "stain_cosine"):
+            vals = [r["stain"][metric] for r in results]
+            row[metric] = {"mean": statistics.mean(vals), "sd": statistics.pstdev(vals)}
+        for expert in ("A", "B"):
+            if all("agreement" in r for r in results):
+                row[f"cka_{expert}"] = statistics.mean(r["agreement"][expert]["cka"] for r in results)
+        out[name] = row
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--task-b", default="size", help="Expert B's synthetic task (a nuclear attribute).")
+    p.add_argument("--unlabelled", type=int, default=2000, help="Unlabelled distillation tiles.")
+    p.add_argument("--expert-steps", type=int, default=500)
+    p.add_argument("--steps", type=int, default=200, help="Student steps (every variant).")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke test.")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "patch_distill.json"))
+    p.add_argument("--overwrite", action="store_true")
+    opts = p.parse_args(argv)
+    out = Path(opts.out)
+    if out.exists() and not opts.overwrite and not opts.quick:
+        raise SystemExit(f"{out} exists; pass --overwrite to replace it.")
+    if opts.quick:
+        opts.unlabelled, opts.expert_steps, opts.steps, opts.seeds, opts.batch = 128, 5, 3, [0], 16
+    opts.student = (32, 2, 2)
+    torch.set_num_threads(opts.threads)
+    size, tasks = opts.image_size, ["tissue", opts.task_b]
+    start = time.time()
+    n_lab = 200 if opts.quick else 2000
+    labelled = synthetic_tiles(n_lab, image_size=size, seed=10, tasks=tasks)
+    probe_train = synthetic_tiles(n_lab // 2, image_size=size, seed=20, tasks=tasks)
+    probe_test = synthetic_tiles(n_lab // 4 if opts.quick else 800, image_size=size, seed=30, tasks=tasks)
+    unlabelled = synthetic_tiles(opts.unlabelled, image_size=size, seed=0, tasks=())
+    real = None
+    if WSI.is_dir() and not opts.quick:
+        real = slide_tiles(WSI / "cmu-1-small-region.svs", image_size=size, max_tiles_per_slide=200).pixels()
+    robustness_tiles = real if real is not None else probe_test.pixels()
+    log(f"data ready ({time.time() - start:.0f}s); stain tiles: {'real' if real is not None else 'synthetic'}")
+
+    experts = {"A": vit(size, 96, 3, 3), "B": vit(size, 96, 3, 3)}
+    for (name, enc), task in zip(experts.items(), tasks):
+        log(f"training expert {name} on {task}")
+        train_expert(enc, labelled, task, steps=opts.expert_steps, batch_size=opts.batch, seed=100)
+    results: dict = {"experts": {}, "students": {}}
+    for name, enc in experts.items():
+        res = {"probes": probe_metrics(embedder(enc), probe_train, probe_test),
+               "stain": stain_robustness(embedder(enc), robustness_tiles),
+               "speed": speed(enc, size, seconds=1)}  # fmt: skip
+        results["experts"][name] = res
+        log(f"expert {name}: {json.dumps(res)}")
+    test_emb = {n: embed_pixels(embedder(e), probe_test.pixels()) for n, e in experts.items()}
+    runs: dict[str, list[dict]] = {}
+    for variant in opts.variants:
+        for seed in opts.seeds:
+            t0 = time.time()
+            student = train_student(variant, experts, unlabelled, opts, seed, size)
+            emb = embedder(student)
+            res = {"seed": seed, "probes": probe_metrics(emb, probe_train, probe_test),
+                   "stain": stain_robustness(emb, robustness_tiles), "train_s": time.time() - t0}  # fmt: skip
+            mine = embed_pixels(emb, probe_test.pixels())
+            res["agreement"] = {n: agreement(mine, t) for n, t in test_emb.items()}
+            runs.setdefault(variant, []).append(res)
+            log(f"{variant} seed {seed} ({res['train_s']:.0f}s): {json.dumps(res['probes'])} {res['stain']}")
+            if "speed_student" not in results:
+                results["speed_student"] = speed(student, size, seconds=1)
+    results["students"] = runs
+    results["summary"] = summarise(runs, tasks)
+    best = {t: max(results["experts"][e]["probes"][t]["linear_probe_acc"] for e in experts) for t in tasks}
+    ratio = {v: {t: results["summary"][v][f"{t}/linear_probe_acc"]["mean"] / best[t] for t in tasks} for v in runs}
+    results["ratio_to_best_expert"] = ratio
+    flops_e, flops_s = results["experts"]["A"]["speed"]["gflops"], results["speed_student"]["gflops"]
+    results["flops_ratio"] = flops_e / flops_s
+    results["settings"] = {k: v for k, v in vars(opts).items()}
+    results["wall_s"] = time.time() - start
+    if not opts.quick:
+        write_json(out, results)
+    print(json.dumps({"summary": results["summary"], "ratio_to_best_expert": ratio,
+                      "flops_ratio": results["flops_ratio"]}, indent=1))  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main()
