@@ -61,7 +61,7 @@ def test_user_training_flags_reach_every_stage_including_the_teacher_ensemble(re
     teacher = spy.seen["teacher"][0]
     assert teacher.max_grad_norm == 0.0  # clipped per member instead, at the user's norm
     assert spy.seen["student"][0].max_grad_norm == 0.5
-    assert spy.seen["student"][0].alpha == 0.5 and spy.seen["student"][0].teacher_outputs_type == "probs"
+    assert spy.seen["student"][0].alpha == 1.0 and spy.seen["student"][0].teacher_outputs_type == "probs"
 
 
 def test_stage_args_copy_every_shared_field_and_set_only_the_stage_fields(tmp_path):

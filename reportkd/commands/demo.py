@@ -15,17 +15,35 @@ import time
 from pathlib import Path
 
 DEFAULT_TASKS = ("organ", "cancer_type", "histology", "grade", "t_stage", "laterality", "behavior")
+# added to the default tasks when --data has the column (the TCGA reports: 27 morphology families)
+OPTIONAL_TASKS = ("histology_group",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="Reports file (.jsonl[.gz], .csv, .parquet). Default: a generated synthetic corpus.")
     p.add_argument("--output-dir", default="reportkd-demo", help="Where models, soft labels and results go.")
-    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="Comma-separated label columns.")
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help=f"Comma-separated label columns (default: {','.join(DEFAULT_TASKS)}; plus histology_group if --data has "
+        "it).",
+    )
     p.add_argument("--text-column", default="text", help="Column with the report text.")
     p.add_argument("--members", type=int, default=8, help="Teacher ensemble size.")
-    p.add_argument("--folds", type=int, default=4, help="Out-of-fold soft labels over this many folds (1 = off).")
+    p.add_argument(
+        "--folds", type=int, default=1, help="Out-of-fold soft labels over this many folds (1 = off: in-sample)."
+    )
     p.add_argument("--epochs", type=int, default=8, help="Epochs for every model (same budget).")
-    p.add_argument("--alpha", type=float, default=0.5, help="Weight of soft labels in the student loss.")
+    p.add_argument(
+        "--alpha", type=float, default=1.0, help="Weight of soft labels in the student loss (1: soft only)."
+    )
+    p.add_argument(
+        "--consistent-teaching",
+        action="store_true",
+        help="The teacher labels an augmented view of each report on the fly; the student matches it on that view.",
+    )
+    p.add_argument("--unlabelled", help="Reports file without labels: extra transfer data for the student.")
+    p.add_argument("--counterfactuals", default="none", help="CoD transfer data: none, add or equal.")
     p.add_argument("--temperature", type=float, default=1.0, help="Distillation temperature.")
     p.add_argument("--target-accuracy", type=float, default=0.97, help="Abstention target accuracy.")
     p.add_argument("--reports", type=int, default=2000, help="Synthetic corpus size (without --data).")
@@ -46,6 +64,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def default_tasks(data: str | None) -> list[str]:
+    """The demo's tasks: :data:`DEFAULT_TASKS`, plus :data:`OPTIONAL_TASKS` the reports file has (first record)."""
+    tasks = list(DEFAULT_TASKS)
+    if data:
+        from reportkd.data import read_records
+
+        try:
+            first = read_records(Path(data))[:1]
+        except (OSError, ValueError):
+            return tasks  # the job reports the unreadable file with its own message
+        tasks += [t for t in OPTIONAL_TASKS if first and t in first[0]]
+    return tasks
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -54,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
     from reportkd.text.mtcnn.job import default_training_args, run_mtcnn_job
     from reportkd.text.mtcnn.results import format_table
 
+    tasks = default_tasks(args.data) if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     job = MtCNNJobArguments(  # validated here, before any data is read or model trained
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        tasks=tasks,
+        consistent_teaching=args.consistent_teaching,
+        unlabelled=args.unlabelled,
+        counterfactuals=args.counterfactuals,
         text_column=args.text_column,
         members=args.members,
         folds=args.folds,
@@ -92,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
         f"split {d['train']}/{d['calibration']}/{d['test']} train/calibration/test."
     )
     print(
-        f"Teacher: {job.members} MtCNNs ({job.folds}-fold out-of-fold soft labels); "
+        f"Teacher: {job.members} MtCNNs ("
+        + (f"{job.folds}-fold out-of-fold soft labels" if job.folds > 1 else "in-sample soft labels")
+        + "); "
         f"student α={job.alpha}, T={job.temperature}; thresholds calibrated at "
         f"{job.target_accuracy:.0%} on the calibration split, reported on the test split.\n"
     )

@@ -77,7 +77,7 @@ class MtCNNJobArguments:
     dropout: float = field(default=0.5, metadata={"help": "Dropout before the heads, in [0, 1)."})
     members: int = field(default=8, metadata={"help": "Teacher ensemble size."})
     member_sampling: str = field(default="folds", metadata={"help": "'folds' or 'bagging'."})
-    folds: int = field(default=4, metadata={"help": "Out-of-fold soft labels over this many folds (1: off)."})
+    folds: int = field(default=1, metadata={"help": "Out-of-fold soft labels over this many folds (1: off)."})
     bag_fraction: float = field(default=0.632, metadata={"help": "Share of reports per bagged member."})
     teacher_epochs: int | None = field(default=None, metadata={"help": "Teacher epochs (None: num_train_epochs)."})
     student_epochs: int | None = field(default=None, metadata={"help": "Student epochs (None: num_train_epochs)."})
@@ -88,7 +88,7 @@ class MtCNNJobArguments:
     unlabelled: str | None = field(default=None, metadata={"help": "Reports file, no labels: extra transfer data."})
     counterfactuals: str = field(default="none", metadata={"help": "CoD transfer data: 'none', 'add' or 'equal'."})
     cod_max_edits: int = field(default=4, metadata={"help": "Most words deleted per counterfactual, >= 1."})
-    alpha: float = field(default=0.5, metadata={"help": "Weight of the soft labels in the student loss, in [0, 1]."})
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the soft labels in the student loss, in [0, 1]."})
     temperature: float = field(default=1.0, metadata={"help": "Distillation temperature (> 0)."})
     task_weights: dict[str, float] | str | None = field(
         default=None, metadata={"help": 'Task loss weights as JSON, e.g. \'{"organ": 2, "grade": 1}\'.'}
