@@ -43,7 +43,7 @@ def mixed(tmp_path_factory):
                             max_length=64, teacher_epochs=1)  # fmt: skip
     prepared = prepare_data(generate_reports(80, seed=1), job)
     args = default_training_args(out, num_train_epochs=1, seed=3, disable_tqdm=True, logging_strategy="no")
-    specs = ["mtcnn:members=4,kernel_sizes=2/3", TeacherSpec("hisan", members=2, attention_heads=2,
+    specs = ["mtcnn:members=4,kernel_sizes=2/3,member_chunk_size=2", TeacherSpec("hisan", members=2, attention_heads=2,
                                                              attention_dim_per_head=4, words_per_line=5)]  # fmt: skip
     return prepared, train_mixed_teacher(prepared, job, args, specs, out)
 
@@ -52,7 +52,7 @@ def test_mixed_soft_labels_are_the_mean_over_all_held_out_members(mixed):
     prepared, teacher = mixed
     mtcnn, hisan = teacher.groups
     assert isinstance(mtcnn.models[0], MtCNNEnsembleForReportClassification) and mtcnn.models[0].num_members == 4
-    assert mtcnn.models[0].config.kernel_sizes == [2, 3]
+    assert mtcnn.models[0].config.kernel_sizes == [2, 3] and mtcnn.models[0].config.member_chunk_size == 2
     assert len(hisan.models) == 2 and all(isinstance(m, HiSANForReportClassification) for m in hisan.models)
     # out-of-fold: every member trained on some reports and not on others
     for group in teacher.groups:
