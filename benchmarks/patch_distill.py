@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--task-b", default="size", help="Expert B's synthetic task (a nuclear attribute).")
+    p.add_argument("--task-b", default="density", help="Expert B's synthetic task (a nuclear attribute).")
     p.add_argument("--unlabelled", type=int, default=2000, help="Unlabelled distillation tiles.")
     p.add_argument("--expert-steps", type=int, default=500)
     p.add_argument("--steps", type=int, default=200, help="Student steps (every variant).")

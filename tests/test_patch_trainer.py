@@ -169,3 +169,25 @@ def test_saved_student_loads_in_get_encoder_extract_and_pushes_with_its_card(tmp
     reloaded = PatchEncoder.from_pretrained(tmp_path / "hub" / "org" / "patch").eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x)["embedding"], student(x)["embedding"])
+
+
+def test_precomputed_teacher_features_give_the_live_teachers_loss(tmp_path, tiles):
+    from reportkd.vlm.patch.data import precompute_teacher_features, save_teacher_features
+
+    teacher = tiny_vit(24, seed=1)
+    path = save_teacher_features(precompute_teacher_features({"a": teacher}, tiles), tmp_path / "feats.safetensors")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        save_teacher_features({"a": torch.zeros(1, 1)}, path)
+    stored = tiles.with_teacher_features(path)
+    collator = MultiCropCollator(16, num_global=1, global_scale=(1.0, 1.0), hed_sigma=0.0, flip=False)
+    items = [stored[i] for i in range(8)]
+
+    def loss(teachers, batch):
+        args = config(tmp_path, relation_sample_weight=1.0)
+        trainer = PatchDistillationTrainer(tiny_vit(seed=2), teachers=teachers, args=args)
+        return trainer.compute_loss_terms(trainer.model, batch, None)[0]["loss"]
+
+    live = loss({"a": teacher}, collator([tiles[i] for i in range(8)]))
+    torch.testing.assert_close(loss({"a": 24}, collator(items)), live)
+    with pytest.raises(ValueError, match="no teacher_features"):
+        loss({"a": 24}, collator([tiles[i] for i in range(8)]))

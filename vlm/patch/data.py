@@ -85,23 +85,91 @@ class TileDataset(Dataset):
         tiles: ``uint8 (N, 3, S, S)`` tiles.
         labels: Task name → ``(N,)`` integer labels (optional; evaluation).
         source: What the tiles are, in words (cards record it).
+        teacher_features: Expert name → ``(N, D)`` precomputed embeddings of the tiles (items carry them as
+            ``teacher_features``; see :func:`precompute_teacher_features`).
     """
 
-    def __init__(self, tiles: torch.Tensor, labels: Mapping[str, torch.Tensor] | None = None, *, source: str = ""):
+    def __init__(
+        self,
+        tiles: torch.Tensor,
+        labels: Mapping[str, torch.Tensor] | None = None,
+        *,
+        source: str = "",
+        teacher_features: Mapping[str, torch.Tensor] | None = None,
+    ):
         if tiles.dtype != torch.uint8 or tiles.ndim != 4 or tiles.shape[1] != 3:
             raise ValueError(f"tiles must be uint8 (N, 3, S, S), got {tiles.dtype} {tuple(tiles.shape)}.")
         self.tiles, self.source = tiles, source
         self.labels = {k: torch.as_tensor(v) for k, v in (labels or {}).items()}
+        self.teacher_features = dict(teacher_features or {})
+        for name, feats in self.teacher_features.items():
+            if len(feats) != len(tiles):
+                raise ValueError(f"teacher_features[{name!r}] has {len(feats)} rows for {len(tiles)} tiles.")
 
     def __len__(self) -> int:
         return len(self.tiles)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"pixels": self.tiles[i], "index": i, "labels": {k: int(v[i]) for k, v in self.labels.items()}}
+        item = {"pixels": self.tiles[i], "index": i, "labels": {k: int(v[i]) for k, v in self.labels.items()}}
+        if self.teacher_features:
+            item["teacher_features"] = {k: v[i] for k, v in self.teacher_features.items()}
+        return item
+
+    def with_teacher_features(self, path: str | Path) -> TileDataset:
+        """These tiles with the expert embeddings of a safetensors file (``{expert: (N, D)}``, same tile order).
+
+        Args:
+            path: Written by :func:`save_teacher_features`.
+        """
+        from safetensors.torch import load_file
+
+        return TileDataset(self.tiles, self.labels, source=self.source, teacher_features=load_file(str(path)))
 
     def pixels(self) -> torch.Tensor:
         """All tiles as float ``(N, 3, S, S)`` in [0, 1]."""
         return self.tiles.float() / 255
+
+
+@torch.no_grad()
+def precompute_teacher_features(
+    teachers: Mapping[str, Any], tiles: TileDataset, *, batch_size: int = 64
+) -> dict[str, torch.Tensor]:
+    """Each expert's embeddings of the (un-augmented) tiles, one expert in memory at a time.
+
+    Args:
+        teachers: Name → expert spec (registry name, folder, module; loaded with ``load_teacher_spec``).
+        tiles: The training tiles.
+        batch_size: Tiles per forward.
+    """
+    from .heads import load_teacher_spec
+
+    out = {}
+    pixels = tiles.pixels()
+    for name, spec in teachers.items():
+        teacher = load_teacher_spec(spec, name=name)
+        out[name] = torch.cat([teacher(pixels[i : i + batch_size])["embedding"].float().cpu()
+                               for i in range(0, len(pixels), batch_size)])  # fmt: skip
+        del teacher
+    return out
+
+
+def save_teacher_features(features: Mapping[str, torch.Tensor], path: str | Path, *, overwrite: bool = False) -> Path:
+    """Writes ``{expert: (N, D)}`` as safetensors (atomically; an existing file only with ``overwrite``).
+
+    Args:
+        features: Output of :func:`precompute_teacher_features`.
+        path: The file.
+        overwrite: Replace an existing file.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file({k: v.contiguous() for k, v in features.items()}, str(tmp))
+    tmp.replace(path)
+    return path
 
 
 def _to_uint8(img: Image.Image, size: int) -> torch.Tensor:
@@ -318,6 +386,9 @@ class MultiCropCollator:
             n, k = self.num_patches, max(1, round(self.mask_ratio * self.num_patches))
             scores = torch.rand(self.num_global, len(items), n, generator=g)
             batch["masks"] = scores.argsort(-1).argsort(-1) < k  # exactly k random patches per view
+        if "teacher_features" in items[0]:
+            names = items[0]["teacher_features"]
+            batch["teacher_features"] = {n: torch.stack([it["teacher_features"][n] for it in items]) for n in names}
         labels = [it.get("labels") or {} for it in items]
         for task in labels[0]:
             batch[f"labels_{task}"] = torch.tensor([lab[task] for lab in labels])

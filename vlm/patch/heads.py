@@ -84,15 +84,43 @@ class PatchTeacher(nn.Module):
         return {"embedding": m(x).float(), "tokens": None}
 
 
-def load_teacher_spec(spec: str | nn.Module | EncoderBundle, *, name: str | None = None) -> PatchTeacher:
-    """An expert from a registry name / saved student folder / ``timm:NAME``, a bundle or a :class:`PatchEncoder`.
+class PrecomputedTeacher(nn.Module):
+    """An expert whose embeddings travel with the tiles (``teacher_features`` of the batch): never in memory.
+
+    Args:
+        name: The expert's name (the key of its features in the batch).
+        embedding_dim: Width of its stored embeddings.
+    """
+
+    has_tokens = False
+    input_size = None
+
+    def __init__(self, name: str, embedding_dim: int) -> None:
+        super().__init__()
+        self.name, self.embedding_dim = name, int(embedding_dim)
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        raise RuntimeError(
+            f"Expert {self.name!r} is precomputed: its features come with the batch (TileDataset teacher_features)."
+        )
+
+
+def load_teacher_spec(
+    spec: str | int | nn.Module | EncoderBundle, *, name: str | None = None
+) -> PatchTeacher | PrecomputedTeacher:
+    """An expert from a registry name / saved student folder / ``timm:NAME``, a bundle, a :class:`PatchEncoder`, or
+    an int: the width of precomputed features stored with the tiles under ``name``.
 
     Args:
         spec: What to load.
         name: Its name in logs and cards (default: the spec).
     """
-    if isinstance(spec, PatchTeacher):
+    if isinstance(spec, (PatchTeacher, PrecomputedTeacher)):
         return spec
+    if isinstance(spec, int):
+        if not name:
+            raise ValueError("A precomputed expert needs a name: teachers={'uni_v1': 1024}.")
+        return PrecomputedTeacher(name, spec)
     if isinstance(spec, PatchEncoder):
         c = spec.config
         return PatchTeacher(name or "patch_encoder", spec, embedding_dim=spec.embedding_dim,

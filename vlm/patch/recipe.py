@@ -25,7 +25,7 @@ from reportkd.hub import DistillationInfo, push_to_hub, write_card
 from reportkd.recipes import RecipeArguments, RecipeParser, prepare_output_dir, recipe_command
 from reportkd.utils import write_json
 
-from .data import MultiCropCollator, load_tiles
+from .data import MultiCropCollator, load_tiles, precompute_teacher_features, save_teacher_features
 from .evaluation import evaluate_patch_encoder
 from .experts import train_expert
 from .heads import load_teacher_spec
@@ -59,6 +59,9 @@ class ScriptArguments(RecipeArguments):
         stain_tiles: Tiles for the stain-robustness test (e.g. ``slides:../shared/data/wsi,max=64``; default
             ``eval_test``).
         mpp: Level-0 µm/px for slides that record none.
+        teacher_features: A safetensors file ``{expert: (N, D)}`` of the experts' embeddings of the ``data`` tiles;
+            written once from ``teachers`` when missing, then training keeps no expert in memory (embedding-level
+            terms only: feature, sample relation, DINO).
     """
 
     data: str = field(default="synthetic:n=2000,seed=0", metadata={"help": "Unlabelled training tiles."})
@@ -84,6 +87,11 @@ class ScriptArguments(RecipeArguments):
     eval_tasks: list[str] = field(default_factory=lambda: ["tissue"], metadata={"help": "Evaluated labels."})
     stain_tiles: str | None = field(default=None, metadata={"help": "Stain-robustness tiles (default eval_test)."})
     mpp: float | None = field(default=None, metadata={"help": "Level-0 µm/px of slides that record none."})
+    teacher_features: str | None = field(
+        default=None,
+        metadata={"help": "Safetensors file of the experts' embeddings of `data` (computed once if missing); "
+                          "training then keeps no expert in memory (embedding terms only)."},
+    )  # fmt: skip
 
 
 def make_parser() -> RecipeParser:
@@ -127,8 +135,16 @@ def run_patch_distill(script_args: ScriptArguments, args: PatchDistillationConfi
         args.teachers = [*args.teachers, *_experts(script_args, args, resume)]
     if args.needs_teachers() and not args.teachers:
         raise ValueError("No teachers: set teachers: [uni_v1, ...] or, offline, expert_tasks and expert_train_steps.")
-    teachers = {Path(t).name if Path(t).is_dir() else t: load_teacher_spec(t) for t in args.teachers}
+    names = {Path(t).name if Path(t).is_dir() else t: t for t in args.teachers}
     train = load_tiles(script_args.data, image_size=script_args.image_size, tasks=(), mpp=script_args.mpp)
+    if script_args.teacher_features:
+        path = Path(script_args.teacher_features)
+        if not path.is_file():  # computed once, one expert in memory at a time; never overwritten
+            save_teacher_features(precompute_teacher_features(names, train), path)
+        train = train.with_teacher_features(path)
+        teachers = {n: int(f.shape[1]) for n, f in train.teacher_features.items()}
+    else:
+        teachers = {n: load_teacher_spec(t, name=n) for n, t in names.items()}
     set_seed(args.seed + 1)
     student = PatchEncoder(script_args.student, script_args.student_kwargs, image_size=script_args.image_size)
     n_patches = len(student(student.normalize(train.pixels()[:1]))["tokens"][0])
@@ -155,10 +171,11 @@ def run_patch_distill(script_args: ScriptArguments, args: PatchDistillationConfi
                 stain = load_tiles(script_args.stain_tiles, image_size=script_args.image_size, mpp=script_args.mpp)
                 stain = stain.pixels()
             loaded = PatchEncoder.from_pretrained(save_dir)  # the saved student, as users load it
-            result["metrics"]["student"] = evaluate_patch_encoder(loaded, ev_train, ev_test, teachers=teachers,
+            live = {n: t for n, t in teachers.items() if not isinstance(t, int)}  # precomputed: no agreement
+            result["metrics"]["student"] = evaluate_patch_encoder(loaded, ev_train, ev_test, teachers=live,
                                                                   robustness_tiles=stain)  # fmt: skip
             result["metrics"]["teachers"] = {
-                n: evaluate_patch_encoder(t, ev_train, ev_test, robustness_tiles=stain) for n, t in teachers.items()
+                n: evaluate_patch_encoder(t, ev_train, ev_test, robustness_tiles=stain) for n, t in live.items()
             }
         write_json(save_dir / "eval_results.json", result["metrics"].get("student", {}))
         write_json(save_dir / "teacher_eval_results.json", result["metrics"].get("teachers", {}))

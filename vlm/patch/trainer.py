@@ -26,7 +26,7 @@ from transformers import TrainerCallback, set_seed
 
 from reportkd.trainer import DistillationConfig, DistillationTrainer
 
-from .heads import PatchDistillationStudent, expert_key, load_teacher_spec
+from .heads import PatchDistillationStudent, PrecomputedTeacher, expert_key, load_teacher_spec
 from .losses import (
     centered_teacher_probs,
     dino_loss,
@@ -152,7 +152,8 @@ class PatchDistillationTrainer(DistillationTrainer):
         model: The student :class:`PatchEncoder` (wrapped here with its heads) or a ready
             :class:`PatchDistillationStudent`.
         teachers: Experts (specs, :class:`PatchEncoder` modules or :class:`PatchTeacher`); None: ``args.teachers``.
-            A mapping gives them names.
+            A mapping gives them names; an int value is the width of precomputed features stored with the tiles
+            (``TileDataset(teacher_features=...)``), so that expert is never loaded.
         args: A :class:`PatchDistillationConfig`.
         **kwargs: Everything ``transformers.Trainer`` accepts (batches from ``MultiCropCollator``).
     """
@@ -222,7 +223,17 @@ class PatchDistillationTrainer(DistillationTrainer):
         flat = views.flatten(0, 1)
         s = model(flat, mask=masks.flatten(0, 1) if (masks is not None and args.ibot_weight) else None)
         s_emb, s_tok = s["embedding"], s["tokens"]
-        t_out = {e.name: e(flat) for e in self.experts} if args.needs_teachers() else {}
+        stored = inputs.get("teacher_features") or {}
+        t_out = {}
+        for e in self.experts if args.needs_teachers() else ():
+            if e.name in stored:  # precomputed on the whole tile: the same target for every view
+                t_out[e.name] = {"embedding": stored[e.name].float().repeat(v, 1), "tokens": None}
+            elif isinstance(e, PrecomputedTeacher):
+                raise ValueError(
+                    f"Expert {e.name!r} is precomputed but the batch has no teacher_features[{e.name!r}]."
+                )
+            else:
+                t_out[e.name] = e(flat)
         w = {name: (args.expert_weights or {}).get(name, 1.0) for name in t_out}
         update = model.training
         loss = s_emb.new_zeros((), dtype=torch.float32)
