@@ -111,6 +111,41 @@ def summarise(runs: dict[str, list[dict]], tasks: list[str]) -> dict:
     return out
 
 
+def plot(results: dict, path: Path) -> Path:
+    """Bar chart: linear-probe accuracy per task (mean ± sd over seeds) for each student, experts as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary, experts = results["summary"], results["experts"]
+    tasks = [k.split("/")[0] for k in next(iter(summary.values())) if k.endswith("/linear_probe_acc")]
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4.5 * (len(tasks) + 1), 4))
+    names = list(summary)
+    for ax, task in zip(axes, tasks):
+        cell = [summary[n][f"{task}/linear_probe_acc"] for n in names]
+        ax.bar(range(len(names)), [c["mean"] for c in cell], yerr=[c["sd"] for c in cell], color="tab:blue")
+        for (e, res), style in zip(experts.items(), ("--", ":")):
+            ax.axhline(res["probes"][task]["linear_probe_acc"], color="k", ls=style, label=f"expert {e}")
+        low = min([c["mean"] for c in cell] + [r["probes"][task]["linear_probe_acc"] for r in experts.values()]) - 0.05
+        ax.set_ylim(max(0.0, low), 1.0)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_title(f"{task}: linear probe accuracy")
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    ax.bar(range(len(names)), [summary[n]["stain_top1"]["mean"] for n in names],
+           yerr=[summary[n]["stain_top1"]["sd"] for n in names], color="tab:green")  # fmt: skip
+    for (e, res), style in zip(experts.items(), ("--", ":")):
+        ax.axhline(res["stain"]["stain_top1"], color="k", ls=style, label=f"expert {e}")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_title("stain robustness: top-1 self-match")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
@@ -126,7 +161,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke test.")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "patch_distill.json"))
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--plot-only", action="store_true", help="Redraw the PNG from the JSON of --out.")
     opts = p.parse_args(argv)
+    if opts.plot_only:
+        results = json.loads(Path(opts.out).read_text())
+        print(plot(results, Path(opts.out).with_suffix(".png")))
+        return results
     out = Path(opts.out)
     if out.exists() and not opts.overwrite and not opts.quick:
         raise SystemExit(f"{out} exists; pass --overwrite to replace it.")
@@ -184,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["wall_s"] = time.time() - start
     if not opts.quick:
         write_json(out, results)
+        plot(results, out.with_suffix(".png"))
     print(json.dumps({"summary": results["summary"], "ratio_to_best_expert": ratio,
                       "flops_ratio": results["flops_ratio"]}, indent=1))  # fmt: skip
     return results
