@@ -121,7 +121,7 @@ def _probs(model, prepared, **kw) -> dict[str, np.ndarray]:
 
 
 def train_models(
-    prepared, base, base_args, seed: int, students: list[str], dac: bool, cache: Path, log
+    prepared, base, base_args, seed: int, students: list[str], dac: bool, cache: Path, log, cached_only: bool = False
 ) -> dict[str, dict]:
     """Trains (or loads cached probabilities of) baseline, ensembles, students and DAC for one seed."""
     from reportkd.text.mtcnn.pipeline import (
@@ -139,6 +139,9 @@ def train_models(
     def cached(name: str, key: str, build) -> dict[str, np.ndarray]:
         path = work / f"{name}-{key}.npz"
         arrays = _load_npz(path)
+        if arrays is None and cached_only:
+            log(f"seed {seed}: {name} not in the cache (--cached-only): left out")
+            return None
         if arrays is None:
             start = time.perf_counter()
             arrays = build()
@@ -169,6 +172,8 @@ def train_models(
             return out
 
         teacher = cached(f"teacher-{teacher_name}", t_key, build_teacher)
+        if teacher is None:
+            continue
         results.setdefault(f"ensemble-{teacher_name}", {k: v for k, v in teacher.items() if not k.startswith("soft/")})
         soft_cache[teacher_name] = {k[5:]: v for k, v in teacher.items() if k.startswith("soft/")}
         s_key = _key(s_job, targs, TEACHER_KEYS + ("epochs",) + STUDENT_KEYS)
@@ -187,7 +192,9 @@ def train_models(
                                  transfer=transfer)  # fmt: skip
             return _probs(model, prepared)
 
-        results[f"student-{name}"] = cached(f"student-{name}", s_key, build_student)
+        student = cached(f"student-{name}", s_key, build_student)
+        if student is not None:
+            results[f"student-{name}"] = student
     if dac:
         targets = {t: (0.97 if t in ("organ", "cancer_type") else 0.90) for t in base.tasks}
 
@@ -197,7 +204,9 @@ def train_models(
             out.update({f"abstain/{k}": v for k, v in _probs(model, prepared, with_abstain=True).items()})
             return out
 
-        results["dac"] = cached("dac", _key(base, targs, ("epochs",)) + "v1", build_dac)
+        dac_arrays = cached("dac", _key(base, targs, ("epochs",)) + "v1", build_dac)
+        if dac_arrays is not None:
+            results["dac"] = dac_arrays
     return results
 
 
@@ -310,7 +319,7 @@ def halving_differences(
     from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
 
     seeds = sorted(per_seed_arrays)
-    models = [m for m in per_seed_arrays[seeds[0]] if m != "baseline" and m != "dac"]
+    models = sorted({m for a in per_seed_arrays.values() for m in a} - {"baseline", "dac"})
     out: dict[str, Any] = {m: {} for m in models}
     for task in tasks:
         y = np.concatenate([labels["calibration"][task], labels["test"][task]])
@@ -586,6 +595,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--resamples", type=int, default=200, help="Resampled splits for the LTT guarantee check.")
     p.add_argument("--halvings", type=int, default=20, help="Resampled calibration/test halvings per seed.")
     p.add_argument("--train-only", action="store_true", help="Train and cache these seeds; no tables (parallel runs).")
+    p.add_argument("--cached-only", action="store_true", help="Tables from cached models only; train nothing.")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is robust on a shared machine).")
     p.add_argument("--quick", action="store_true", help="Tiny settings to check the script (not a measurement).")
     p.add_argument("--cache-dir", default=str(ROOT / "outputs" / "abstention_tcga_cache"))
@@ -631,7 +641,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_seed_metrics: dict[int, dict[str, dict]] = {}
     per_seed_arrays: dict[int, dict[str, dict[str, np.ndarray]]] = {}
     for seed in args.seeds:
-        arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log)
+        arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log, args.cached_only)
         for model in list(arrays):
             arrays[model], labels = unknown_as_missing(arrays[model], base_labels, prepared.task_labels)
         per_seed_arrays[seed] = arrays
