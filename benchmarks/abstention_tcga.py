@@ -49,6 +49,7 @@ TEACHERS: dict[str, dict[str, Any]] = {
     "bag16": {"member_sampling": "bagging", "members": 16},
     "oof16": {"members": 16},
     "insample32": {"folds": 1, "members": 32},
+    "insample4": {"folds": 1, "members": 4},
 }
 # Student recipes: teacher + MtCNNJobArguments overrides of the student.
 STUDENTS: dict[str, dict[str, Any]] = {
@@ -75,6 +76,10 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "consistent_long": {"teacher": "insample8", "alpha": 1.0, "consistent_teaching": True, "student_epochs": 16},
     "cod": {"teacher": "insample8", "alpha": 1.0, "counterfactuals": "add"},
     "cod_equal": {"teacher": "insample8", "alpha": 1.0, "counterfactuals": "equal"},
+    # the same with a 4-member teacher (what fitted a shared 2-core machine)
+    "i4_soft": {"teacher": "insample4", "alpha": 1.0},
+    "i4_consistent": {"teacher": "insample4", "alpha": 1.0, "consistent_teaching": True},
+    "i4_cod": {"teacher": "insample4", "alpha": 1.0, "counterfactuals": "add"},
 }
 STUDENT_KEYS = ("student_epochs", "alpha", "temperature", "consistent_teaching", "augment_strength", "counterfactuals",
                 "cod_max_edits")  # fmt: skip
