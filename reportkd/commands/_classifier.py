@@ -365,14 +365,20 @@ class ModelRun:
         return [rid for rid, row in self.order if row is None]
 
 
-def run_model(clf: Classifier, data: str | Path, args: argparse.Namespace, *, require_labels: bool) -> ModelRun:
+def run_model(
+    clf: Classifier, data: str | Path, args: argparse.Namespace, *, require_labels: bool, onnx_model: Any = None
+) -> ModelRun:
     """Runs ``clf`` on a reports file (JSONL / CSV / Parquet, e.g. the TCGA reports file).
+
+    Reports are predicted in order of length (less padding per batch) and put back in file order.
 
     Args:
         clf: The classifier.
         data: Reports file.
         args: Namespace with the :func:`add_data_arguments` options.
         require_labels: Every task of the model needs a label column (calibration / evaluation).
+        onnx_model: An :class:`~reportkd.text.mtcnn.export.OnnxClassifier` of ``clf``'s model to predict with
+            instead of PyTorch (``reportkd predict --backend onnx``).
     """
     from reportkd.data import read_records
     from reportkd.text.mtcnn.pipeline import predict_probs
@@ -415,14 +421,44 @@ def run_model(clf: Classifier, data: str | Path, args: argparse.Namespace, *, re
         unknown_as_missing=args.unknown_as_missing,
     )  # fmt: skip
     pad = clf.tokenizer.pad_token_id if clf.tokenizer.pad_token_id is not None else 0
-    probs = predict_probs(clf.model, enc, pad_token_id=pad, batch_size=args.batch_size)
-    probs = {t: np.asarray(probs[t], dtype=np.float64) for t in clf.task_labels}
+    by_length = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
+    ordered = enc.select(by_length)
+    if onnx_model is not None:
+        probs = onnx_predict_probs(onnx_model, ordered, pad_token_id=pad, batch_size=args.batch_size)
+    else:
+        probs = predict_probs(clf.model, ordered, pad_token_id=pad, batch_size=args.batch_size)
+    back = np.empty_like(by_length)
+    back[by_length] = np.arange(len(by_length))
+    probs = {t: np.asarray(probs[t], dtype=np.float64)[back] for t in clf.task_labels}
     labels = None
     if tasks:
         y = np.asarray(enc["labels"], dtype=np.int64).reshape(len(enc), len(tasks))
         labels = {t: y[:, i] for i, t in enumerate(tasks)}
     preds = Predictions(kept_ids, probs, clf.task_labels, labels, clf.model_id, clf.model_sha256)
     return ModelRun(preds, order, stats)
+
+
+def onnx_predict_probs(onnx_model: Any, dataset: Any, *, pad_token_id: int, batch_size: int) -> dict[str, np.ndarray]:
+    """Task → ``(N, C)`` probabilities of an exported model on encoded reports (rows with ``input_ids``).
+
+    Args:
+        onnx_model: An :class:`~reportkd.text.mtcnn.export.OnnxClassifier`.
+        dataset: Encoded reports.
+        pad_token_id: Padding id of the tokenizer.
+        batch_size: Reports per onnxruntime call.
+    """
+    rows = dataset["input_ids"]
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        width = max(1, max(len(r) for r in batch))
+        ids = np.full((len(batch), width), pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for i, r in enumerate(batch):
+            ids[i, : len(r)], mask[i, : len(r)] = r, 1
+        for task, p in onnx_model.predict_proba(ids, mask).items():
+            chunks.setdefault(task, []).append(p)
+    return {t: np.concatenate(c) for t, c in chunks.items()}
 
 
 def get_predictions(

@@ -1,6 +1,7 @@
 """``reportkd predict``: label reports or abstain, per task, with the calibrated thresholds.
 
     reportkd predict --model runs/student --data new_reports.jsonl --out predictions.jsonl
+    reportkd predict --model runs/student --backend onnx --data new_reports.jsonl --out predictions.jsonl
 
 Thresholds come from ``--thresholds FILE`` or, by default, ``MODEL_DIR/thresholds.json``; a file made for another
 model (tasks, label maps or weights) is refused. Without any, every prediction is accepted (a warning says so).
@@ -51,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Use thresholds calibrated for other (or unknown) weights with the same label maps.",
     )  # fmt: skip
     p.add_argument("--save-probs", help="Also save every class probability (.npz / .jsonl) for --predictions use.")
+    p.add_argument(
+        "--backend", choices=("torch", "onnx"), default="torch",
+        help="Run the model with PyTorch or with onnxruntime on its ONNX export (reportkd export --format onnx).",
+    )  # fmt: skip
+    p.add_argument("--onnx", help="ONNX file for --backend onnx (default: MODEL_DIR/model.onnx).")
+    p.add_argument("--threads", type=int, help="CPU threads for prediction (default: the library's, all cores).")
     add_overwrite_argument(p)
     add_data_arguments(p)
     add_model_arguments(p)
@@ -68,8 +75,31 @@ def run(args: argparse.Namespace) -> int:
         {"--data": args.data, "--model": args.model, "--thresholds": thresholds_in},
         overwrite=args.overwrite,
     )
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    if args.onnx and args.backend != "onnx":
+        raise ValueError("--onnx FILE is read by --backend onnx; add --backend onnx.")
+    onnx_model = None
+    if args.backend == "onnx":
+        from pathlib import Path
+
+        from reportkd.text.mtcnn.export import ONNX_NAME, OnnxClassifier
+
+        onnx_path = Path(args.onnx or Path(args.model) / ONNX_NAME)
+        if not onnx_path.is_file():
+            raise FileNotFoundError(
+                f"{onnx_path} does not exist; export the model first: reportkd export --model {args.model} "
+                "--format onnx (or give --onnx FILE)."
+            )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     clf = load_classifier(args.model, thresholds=args.thresholds or "auto", **model_options(args))
-    result = run_model(clf, args.data, args, require_labels=False)
+    if args.backend == "onnx":
+        onnx_model = OnnxClassifier(onnx_path, threads=args.threads)
+        onnx_model.check(clf.task_labels, clf.model_sha256)
+    result = run_model(clf, args.data, args, require_labels=False, onnx_model=onnx_model)
     preds = result.predictions
     preds.validate()
     th = clf.thresholds
