@@ -77,8 +77,8 @@ class SKDConfig(DistillationConfig):
             adds the position after the last one; needs a teacher forward for the loss).
         averaging: ``token`` (sum over the step's completion tokens / their number) or ``sequence`` (official
             code: mean over each sequence's positions, then over the step's sequences, one per prompt).
-        seq_kd_loss: ``seq_kd`` loss on the teacher's samples: ``distillation`` (``loss`` against the teacher's
-            logits) or ``cross_entropy`` (official code: SFT on the teacher's samples).
+        seq_kd_loss: ``seq_kd`` loss on the teacher's samples: ``cross_entropy`` (official code, Kim & Rush: SFT on
+            the teacher's samples) or ``distillation`` (``loss`` against the teacher's logits at those positions).
     """
 
     mode: str = field(default="skd", metadata={"help": "Data the student learns from: " + ", ".join(MODES) + "."})
@@ -132,7 +132,7 @@ class SKDConfig(DistillationConfig):
         default="token", metadata={"help": "Loss average: token (over the step's tokens) or sequence (official)."}
     )
     seq_kd_loss: str = field(
-        default="distillation", metadata={"help": "seq_kd loss: distillation or cross_entropy (official)."}
+        default="cross_entropy", metadata={"help": "seq_kd loss: cross_entropy (official) or distillation."}
     )
 
     def __post_init__(self):
