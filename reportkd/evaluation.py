@@ -37,30 +37,21 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
 
 
 def macro_auroc(y: np.ndarray, probs: np.ndarray) -> float | None:
-    """One-vs-rest AUROC averaged over classes present in ``y`` with both positives and negatives."""
+    """One-vs-rest AUROC averaged over classes present in ``y`` with both positives and negatives.
+
+    Mann–Whitney form with average ranks for ties (``scipy.stats.rankdata``), equal to scikit-learn's
+    ``roc_auc_score`` per class.
+    """
+    from scipy.stats import rankdata
+
     scores = []
     for c in np.unique(y):
         pos, neg = probs[y == c, c], probs[y != c, c]
         if len(pos) == 0 or len(neg) == 0:
             continue
-        ranks = _rank(np.concatenate([pos, neg]))
+        ranks = rankdata(np.concatenate([pos, neg]))
         scores.append((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
     return float(np.mean(scores)) if scores else None
-
-
-def _rank(x: np.ndarray) -> np.ndarray:
-    """Average ranks (1-based) with ties sharing their mean rank."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    xs = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
 
 
 LABEL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
