@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..wsi.features import FEATURES_SUFFIX, SlideFeatures
-from ..wsi.formats import H5_SUFFIX, load_features
+from ..wsi.formats import H5_SUFFIX, PT_SUFFIX, load_features
 
 IGNORE_INDEX = -100
-SUFFIXES = (FEATURES_SUFFIX, H5_SUFFIX)  # the formats `reportkd extract` writes
+SUFFIXES = (FEATURES_SUFFIX, H5_SUFFIX, PT_SUFFIX)  # reportkd extract's formats, and TRIDENT / CLAM .pt files
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -209,8 +209,8 @@ def _stem(path: Path) -> str:
 
 
 def features_files(folder: str | Path) -> dict[str, Path]:
-    """slide_id → features file (``.safetensors`` or ``.h5``) of a folder; the ``features/`` subfolder of a
-    ``reportkd extract --out`` folder is used when the folder itself holds none.
+    """slide_id → features file (``.safetensors``, ``.h5`` or TRIDENT / CLAM ``.pt``) of a folder; the
+    ``features/`` subfolder of a ``reportkd extract --out`` folder is used when the folder itself holds none.
 
     Args:
         folder: A features folder (or an extraction output folder).
@@ -220,7 +220,7 @@ def features_files(folder: str | Path) -> dict[str, Path]:
     if not files and (folder / "features").is_dir():
         return features_files(folder / "features")
     if not files:
-        raise FileNotFoundError(f"No features files (*.safetensors / *.h5) in {folder}; write them with "
+        raise FileNotFoundError(f"No features files (*.safetensors / *.h5 / *.pt) in {folder}; write them with "
                                 "`reportkd extract --out DIR` and pass DIR/features.")  # fmt: skip
     return files
 

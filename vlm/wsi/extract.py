@@ -129,25 +129,33 @@ def find_slides(folder: str | Path, *, recursive: bool = False) -> list[Path]:
     return sorted(p for p in files if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS)
 
 
+PATH_COLUMNS = ("path", "slide", "slide_path", "wsi")  # header names of a slide list's path column (wsi: TRIDENT)
+
+
 def read_slide_list(path: str | Path) -> list[SlideSpec]:
     """Slides from a text/CSV file: one ``path`` or ``path,mpp`` per line (``#`` comments, optional header
-    ``path,mpp``); relative paths are relative to the list's folder."""
+    ``path,mpp``); relative paths are relative to the list's folder. TRIDENT's lists (a header naming the ``wsi``
+    and ``mpp`` columns, in any order, other columns ignored) are read too."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Slide list {path} does not exist.")
     specs = []
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    path_col, mpp_col = 0, 1
     for i, row in enumerate(csv.reader(lines)):
         row = [c.strip() for c in row]
-        if i == 0 and row[0].lower() in ("path", "slide", "slide_path"):
+        names = [c.lower() for c in row]
+        if i == 0 and (set(names) & set(PATH_COLUMNS) or "mpp" in names):  # a header row
+            path_col = next((j for j, c in enumerate(names) if c in PATH_COLUMNS), 0)
+            mpp_col = names.index("mpp") if "mpp" in names else None
             continue
-        p = Path(row[0]).expanduser()
+        p = Path(row[path_col]).expanduser()
         mpp = None
-        if len(row) > 1 and row[1]:
+        if mpp_col is not None and len(row) > mpp_col and row[mpp_col]:
             try:
-                mpp = float(row[1])
+                mpp = float(row[mpp_col])
             except ValueError:
-                raise ValueError(f"{path}, line {i + 1}: µm/px {row[1]!r} is not a number") from None
+                raise ValueError(f"{path}, line {i + 1}: µm/px {row[mpp_col]!r} is not a number") from None
         specs.append(SlideSpec(p if p.is_absolute() else path.parent / p, mpp))
     return specs
 
