@@ -322,7 +322,10 @@ def halving_differences(
     the model's and the baseline's mean coverage.
     """
     from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
+    from reportkd.abstention.ltt import min_testable
 
+    # ltt_threshold's default min_accepted, computed once per target (it is the slow part of each call)
+    testable = {t: min_testable(1 - t, delta, "binomial", error_rate=(1 - t) / 2) for t in TARGETS}
     seeds = sorted(per_seed_arrays)
     models = sorted({m for a in per_seed_arrays.values() for m in a} - {"baseline", "dac"})
     out: dict[str, Any] = {m: {} for m in models}
@@ -340,10 +343,12 @@ def halving_differences(
                 p = np.concatenate([a[f"calibration/{task}"], a[f"test/{task}"]])
                 for h, perm in enumerate(perms):
                     cal, test = perm[:n_cal], perm[n_cal:]
+                    n_labelled = int((y[cal] != -100).sum())
                     for ti, target in enumerate(TARGETS):
-                        for mi, thr in enumerate(
-                            (empirical_threshold(p[cal], y[cal], target), ltt_threshold(p[cal], y[cal], target, delta))
-                        ):
+                        ltt = ltt_threshold(
+                            p[cal], y[cal], target, delta, min_accepted=min(testable[target], max(n_labelled // 2, 1))
+                        )
+                        for mi, thr in enumerate((empirical_threshold(p[cal], y[cal], target), ltt)):
                             m = selective_metrics(p[test], y[test], thr.threshold)
                             grid[si, h, mi * len(TARGETS) + ti] = m["coverage"]
             cov[model] = grid
