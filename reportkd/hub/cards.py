@@ -33,6 +33,8 @@ DISTILLATION_NAME = "distillation.json"
 DISTILLATION_FORMAT = "reportkd.distillation.v1"
 EVAL_RESULTS_NAME = "eval_results.json"
 DEFAULT_LICENSE = "other"  # the data owner decides; set it with --license or distillation.json
+OTHER_LICENSE_NAME = "data-owner-terms"  # license "other": terms set by the owner of the training data
+OTHER_LICENSE_LINK = "README.md"  # the card's intended-use and limitations sections state them
 BASE_TAGS = ("reportkd", "knowledge-distillation", "pathology")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -353,10 +355,45 @@ def card_context(folder: str | Path, repo_id: str, kind: ModelKind, license: str
         "reportkd_version": __version__,
         "fmt": fmt,
     }
+    if not ctx["base_model"]:  # a LoRA adapter names its base model in adapter_config.json
+        ctx["base_model"] = (read_optional_json(folder, "adapter_config.json") or {}).get("base_model_name_or_path")
     ctx.update(kind.card_context(folder, ctx) if kind.card_context else {})
     ctx["license"] = license or ctx["license"]
     ctx["hub_base_model"] = hub_id(ctx.get("base_model"))
+    ctx["command"] = portable_command(ctx.get("command"))
     return ctx
+
+
+def portable_command(command: str | None) -> str | None:
+    """``command`` without local absolute paths (they would leak user names and folders into a public card): a path
+    under the current folder becomes relative, any other absolute path keeps only its last two components.
+
+    Args:
+        command: The command that produced the model, or None.
+    """
+    import os
+    import shlex
+
+    if not command:
+        return command
+    cwd = Path.cwd()
+
+    def portable(token: str) -> str:
+        key, sep, value = token.partition("=") if token.startswith("--") and "=" in token else ("", "", token)
+        if not (value.startswith(("/", "~")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/")):
+            return token
+        path = Path(os.path.expanduser(value))
+        try:
+            value = str(path.relative_to(cwd))
+        except ValueError:
+            value = str(Path("...", *path.parts[-2:])) if len(path.parts) > 2 else path.name
+        return f"{key}{sep}{value}"
+
+    try:
+        tokens = shlex.split(command)
+    except ValueError:  # unbalanced quotes: leave the words as they are
+        tokens = command.split()
+    return shlex.join(portable(t) for t in tokens)
 
 
 def render_card(
@@ -384,8 +421,11 @@ def render_card(
             ctx["metrics"], task_type=kind.eval_task_type, dataset=dataset, names=kind.metric_filter
         )
     tags = [*BASE_TAGS, *kind.tags, *ctx.get("tags", []), *([ctx["method_key"]] if ctx["method_key"] else [])]
+    other = ctx["license"] == "other"  # the hub's spec: license "other" needs license_name and license_link
     card_data = ModelCardData(
         license=ctx["license"],
+        license_name=ctx.get("license_name") or (OTHER_LICENSE_NAME if other else None),
+        license_link=ctx.get("license_link") or (OTHER_LICENSE_LINK if other else None),
         library_name=ctx.get("library_name", kind.library_name),
         pipeline_tag=ctx.get("pipeline_tag", kind.pipeline_tag),
         tags=list(dict.fromkeys(tags)),

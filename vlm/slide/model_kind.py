@@ -124,7 +124,8 @@ SLIDE_ENCODER_KIND = ModelKind(
     files=(*MODEL_FILES, *CODE_FILES, ALIGNMENT_CONFIG, "teacher_eval_results.json",
            *under("text_encoder", TEXT_ENCODER_FILES)),
     card_template="slide_encoder.md", card_context=_card_context, required=("config.json", "model.safetensors"),
-    library_name="transformers", pipeline_tag="feature-extraction",
+    library_name="transformers", pipeline_tag="feature-extraction", eval_task_type="feature-extraction",
+    metric_filter=lambda name: not name.startswith("num_") and not name.endswith(("_ci", "epochs", "/C")),
 )  # fmt: skip
 
 
