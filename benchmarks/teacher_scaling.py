@@ -2,7 +2,7 @@
 
 The teacher alone is measured (no student): on the fixed train / calibration / test split of
 ``benchmarks/abstention_tcga.py`` (its data preparation, split seed 0, ``max_length`` 512, the demo's training
-arguments), one vectorized MtCNN ensemble of ``--mtcnn-members`` (default 32) and ``--hisan-members`` HiSAN members
+arguments), one vectorized MtCNN ensemble of ``--mtcnn-members`` (default 16) and ``--hisan-members`` (8) HiSAN members
 (trained one by one) are trained for ``--epochs`` on the job's out-of-fold masks (4 folds). Members of a vectorized
 ensemble train exactly as they would alone (tested in ``tests/test_ensemble.py``), so an ensemble of k members is
 read as a block of k consecutive members of the big one; every disjoint block of size k gives one value (mean ± sd
@@ -99,14 +99,21 @@ def memory_probe(members: int, chunk: int | None, steps: int = 3, seed: int = 0)
     }  # fmt: skip
 
 
-def _run_memory(sizes: list[int], chunk: int, threads: int, log) -> list[dict[str, Any]]:
+def _run_memory(sizes: list[int], chunk: int, threads: int, log, cache: Path) -> list[dict[str, Any]]:
+    path = cache / f"memory-{'_'.join(map(str, sizes))}-c{chunk}.json"
+    if path.is_file():
+        log(f"memory: cached ({path})")
+        return json.loads(path.read_text())
     rows = []
     for members in sizes:
         for c in (None, chunk):
             cmd = [sys.executable, __file__, "--memory-probe", f"{members},{c or 0}", "--threads", str(threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
-            log(f"memory {members} members, chunk {c}: {rows[-1]}")
+            log(f"memory {members} members, chunk {c}: {json.dumps(rows[-1])}")
+    from reportkd.utils import write_json
+
+    write_json(path, rows)
     return rows
 
 
@@ -272,8 +279,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="TCGA reports (JSONL.gz).")
-    p.add_argument("--mtcnn-members", type=int, default=32, help="MtCNN members (one vectorized ensemble).")
-    p.add_argument("--hisan-members", type=int, default=16, help="HiSAN members (0: none).")
+    p.add_argument("--mtcnn-members", type=int, default=16, help="MtCNN members (one vectorized ensemble).")
+    p.add_argument("--hisan-members", type=int, default=8, help="HiSAN members (0: none).")
     p.add_argument("--epochs", type=float, default=3, help="Teacher epochs.")
     p.add_argument("--seed", type=int, default=0, help="Training seed.")
     p.add_argument("--member-chunk-size", type=int, default=None, help="MtCNN members per chunk (bounded memory).")
@@ -311,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{data} not found: this benchmark needs ../shared/data/tcga-reports (or --data FILE).")
     cache = Path(args.cache_dir)
     job = MtCNNJobArguments(tasks=list(TASKS), max_length=512, split_seed=0, folds=FOLDS)
-    targs = default_training_args(cache / "tmp", num_train_epochs=args.epochs, seed=args.seed, disable_tqdm=True,
+    targs = default_training_args(cache / "tmp", num_train_epochs=args.epochs, seed=args.seed, disable_tqdm=False,
                                   logging_strategy="no")  # fmt: skip
     if args.quick:
         job = dataclasses.replace(job, embedding_dim=16, num_filters=8, max_length=64)
@@ -326,7 +333,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if members and args.only in (None, arch):
             groups[arch] = train_group(prepared, dataclasses.replace(job, members=members), targs, arch, members,
                                        cache, log, args.member_chunk_size)  # fmt: skip
-    memory = _run_memory([int(s) for s in args.memory_sizes.split(",")], 16, args.threads, log) if args.memory else []
+    memory = (
+        _run_memory([int(s) for s in args.memory_sizes.split(",")], 16, args.threads, log, cache)
+        if args.memory
+        else []
+    )
     if args.train_only:
         return {}
     labels = {s: labels_by_task(getattr(prepared, s), prepared.task_labels) for s in ("calibration", "test")}
