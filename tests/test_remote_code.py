@@ -1,7 +1,8 @@
 """Plain-transformers loading: saved MtCNN and slide-encoder folders ship their code with an ``auto_map``.
 
 The decisive test loads them in a Python that cannot import reportkd (``python -S``: site-packages on ``sys.path``
-without its ``.pth`` files, so the editable install is invisible) with ``trust_remote_code=True``.
+without its ``.pth`` files, so the editable install is invisible, and an import hook hiding any other install) with
+``trust_remote_code=True``.
 """
 
 import json
@@ -21,6 +22,15 @@ TASKS = {"organ": ["kidney", "breast", "other"], "grade": ["g1", "g2"]}
 LOADER = """
 import json, sys
 sys.path.append(sys.argv[1])
+
+
+class NoReportkd:  # also hides a non-editable install of reportkd in site-packages
+    def find_spec(self, name, path=None, target=None):
+        if name == "reportkd" or name.startswith("reportkd."):
+            raise ImportError("reportkd is hidden in this test")
+
+
+sys.meta_path.insert(0, NoReportkd())
 try:
     import reportkd  # noqa: F401
     sys.exit("reportkd is importable: the test would prove nothing")
