@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import sys
@@ -250,6 +251,18 @@ def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.n
     return out
 
 
+@functools.cache
+def _testable(target: float, delta: float) -> int:
+    from reportkd.abstention.ltt import min_testable
+
+    return min_testable(1 - target, delta, "binomial", error_rate=(1 - target) / 2)
+
+
+def _min_accepted(target: float, delta: float, y_cal: np.ndarray) -> int:
+    """``ltt_threshold``'s default ``min_accepted``, with ``min_testable`` (its slow part) cached per target."""
+    return min(_testable(target, delta), max(int((y_cal != -100).sum()) // 2, 1))
+
+
 def ltt_resampling(arrays, labels, targets, delta: float, resamples: int, seed: int = 0) -> dict[str, dict]:
     """Pools calibration + test, redraws equal-size splits; share of splits where the test accuracy on accepted
     reports reaches the target, for LTT (guarantee: ≥ 1 − δ of calibrations, on the population) and empirical."""
@@ -266,7 +279,10 @@ def ltt_resampling(arrays, labels, targets, delta: float, resamples: int, seed: 
             perm = rng.permutation(len(y))
             cal, test = perm[:n_cal], perm[n_cal:]
             for method, thr in (
-                ("ltt", ltt_threshold(p[cal], y[cal], target, delta)),
+                (
+                    "ltt",
+                    ltt_threshold(p[cal], y[cal], target, delta, min_accepted=_min_accepted(target, delta, y[cal])),
+                ),
                 ("empirical", empirical_threshold(p[cal], y[cal], target)),
             ):
                 m = selective_metrics(p[test], y[test], thr.threshold)
@@ -322,10 +338,7 @@ def halving_differences(
     the model's and the baseline's mean coverage.
     """
     from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
-    from reportkd.abstention.ltt import min_testable
 
-    # ltt_threshold's default min_accepted, computed once per target (it is the slow part of each call)
-    testable = {t: min_testable(1 - t, delta, "binomial", error_rate=(1 - t) / 2) for t in TARGETS}
     seeds = sorted(per_seed_arrays)
     models = sorted({m for a in per_seed_arrays.values() for m in a} - {"baseline", "dac"})
     out: dict[str, Any] = {m: {} for m in models}
@@ -343,10 +356,9 @@ def halving_differences(
                 p = np.concatenate([a[f"calibration/{task}"], a[f"test/{task}"]])
                 for h, perm in enumerate(perms):
                     cal, test = perm[:n_cal], perm[n_cal:]
-                    n_labelled = int((y[cal] != -100).sum())
                     for ti, target in enumerate(TARGETS):
                         ltt = ltt_threshold(
-                            p[cal], y[cal], target, delta, min_accepted=min(testable[target], max(n_labelled // 2, 1))
+                            p[cal], y[cal], target, delta, min_accepted=_min_accepted(target, delta, y[cal])
                         )
                         for mi, thr in enumerate((empirical_threshold(p[cal], y[cal], target), ltt)):
                             m = selective_metrics(p[test], y[test], thr.threshold)
