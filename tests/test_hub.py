@@ -452,7 +452,7 @@ def test_the_core_imports_no_family_and_each_family_registers_its_kind_once():
     first, second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                    check=True).stdout.splitlines()  # fmt: skip
     assert first == "[]"  # reportkd.hub names no family module
-    assert second == "['causal_lm', 'mtcnn', 'open_clip', 'slide_encoder']"
+    assert second == "['causal_lm', 'mtcnn', 'open_clip', 'patch_encoder', 'slide_encoder']"
     from reportkd.text.mtcnn.model_kind import MTCNN_KIND, register_kinds
 
     register_kinds()  # the package import and the entry point both register: the same kind again is a no-op
