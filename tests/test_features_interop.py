@@ -97,7 +97,7 @@ def test_evaluate_features_reads_trident_h5_and_clam_pt_and_gets_the_same_metric
     ):
         out = tmp_path / f"{key}.json"
         argv = ["evaluate", "features", "--features", str(folder), "--labels", str(slides / "labels.csv"),
-                "--bootstrap", "20", "--out", str(out)]  # fmt: skip
+                "--bootstrap", "20", "--probes", "linear,knn", "--out", str(out)]  # fmt: skip
         assert main(argv) == 0, capsys.readouterr().err
         metrics[key] = json.loads(out.read_text())
     for key in ("trident", "clam"):
