@@ -69,7 +69,7 @@ def train_student(variant: str, experts: dict, data: TileDataset, opts, seed: in
     student = vit(size, *opts.student)
     if VARIANTS[variant] is None:
         return student.eval()
-    spec = dict(VARIANTS[variant])
+    spec = {"relation_sample_weight": 0.0, "relation_region_weight": 0.0, **VARIANTS[variant]}  # off unless named
     names = spec.pop("experts", list(experts))
     crops = variant in MULTI_CROP
     n_patches = (size // 8) ** 2
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     robustness_tiles = real if real is not None else probe_test.pixels()
     log(f"data ready ({time.time() - start:.0f}s); stain tiles: {'real' if real is not None else 'synthetic'}")
 
+    torch.manual_seed(100)  # expert initialisation independent of what ran before
     experts = {"A": vit(size, 96, 3, 3), "B": vit(size, 96, 3, 3)}
     for (name, enc), task in zip(experts.items(), tasks):
         log(f"training expert {name} on {task}")

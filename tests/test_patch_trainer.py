@@ -38,7 +38,7 @@ def tiles():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"feature_weight": 0.0}, "Every loss weight is 0"),
+        ({"feature_weight": 0.0, "relation_sample_weight": 0.0, "relation_region_weight": 0.0}, "Every loss weight"),
         ({"feature_kind": "l1"}, "feature_kind"),
         ({"dino_weight": -1.0}, "dino_weight must be >= 0"),
         ({"centering": "batch"}, "centering"),
@@ -53,7 +53,7 @@ def test_config_refuses_what_the_trainer_cannot_use(tmp_path, kwargs, match):
 
 def test_token_terms_need_token_teachers_and_ibot_a_vit(tmp_path, tiles):
     with pytest.raises(ValueError, match="need patch tokens"):
-        PatchDistillationTrainer(tiny_vit(), teachers=["random-tiny-cnn"], args=config(tmp_path, token_weight=1.0))
+        PatchDistillationTrainer(tiny_vit(), teachers=["random-tiny-cnn"], args=config(tmp_path))  # region default
     with pytest.raises(ValueError, match="ViT student"):
         PatchDistillationTrainer(PatchEncoder("cnn_tiny", image_size=16), teachers=[tiny_vit(24)],
                                  args=config(tmp_path, ibot_weight=1.0))  # fmt: skip
@@ -66,7 +66,7 @@ def test_experts_stay_frozen_while_the_student_and_its_heads_learn(tmp_path, til
     before = {n: {k: v.clone() for k, v in e.state_dict().items()} for n, e in experts.items()}
     student = tiny_vit(seed=2)
     start = {k: v.clone() for k, v in student.state_dict().items()}
-    args = config(tmp_path, max_steps=3, relation_sample_weight=1.0, dino_weight=1.0, self_distill_weight=1.0)
+    args = config(tmp_path, max_steps=3, dino_weight=1.0, self_distill_weight=1.0)
     collator = MultiCropCollator(16, num_global=2, num_local=1, local_size=8)
     trainer = PatchDistillationTrainer(student, teachers=experts, args=args, train_dataset=tiles,
                                        data_collator=collator)  # fmt: skip
@@ -89,7 +89,7 @@ def test_gradient_accumulation_equals_one_large_batch_for_per_image_terms(tmp_pa
     experts = {"a": tiny_vit(24, seed=1), "b": tiny_vit(12, seed=3)}
 
     def one_step(**kw):
-        args = config(tmp_path, optim="sgd", learning_rate=0.5, token_weight=1.0, relation_region_weight=1.0,
+        args = config(tmp_path, optim="sgd", learning_rate=0.5, token_weight=1.0, relation_sample_weight=0.0,
                       dino_weight=1.0, center_momentum=1.0, feature_kind="mse", **kw)  # fmt: skip
         collator = MultiCropCollator(16, num_global=2, global_scale=(1.0, 1.0), hed_sigma=0.0, flip=False)
         trainer = PatchDistillationTrainer(tiny_vit(seed=2), teachers=experts, args=args, train_dataset=tiles,
@@ -120,7 +120,14 @@ def test_a_short_run_lowers_the_feature_kd_loss(tmp_path, tiles):
 
 
 def test_ibot_masks_reach_the_student(tmp_path, tiles):
-    args = config(tmp_path, feature_weight=0.0, ibot_weight=1.0, max_steps=2)
+    args = config(
+        tmp_path,
+        feature_weight=0.0,
+        relation_sample_weight=0.0,
+        relation_region_weight=0.0,
+        ibot_weight=1.0,
+        max_steps=2,
+    )
     collator = MultiCropCollator(16, num_global=1, mask_ratio=0.5, num_patches=4)
     trainer = PatchDistillationTrainer(tiny_vit(seed=2), teachers=[tiny_vit(24, seed=1)], args=args,
                                        train_dataset=tiles, data_collator=collator)  # fmt: skip
@@ -183,7 +190,7 @@ def test_precomputed_teacher_features_give_the_live_teachers_loss(tmp_path, tile
     items = [stored[i] for i in range(8)]
 
     def loss(teachers, batch):
-        args = config(tmp_path, relation_sample_weight=1.0)
+        args = config(tmp_path, relation_region_weight=0.0)  # precomputed: embeddings only
         trainer = PatchDistillationTrainer(tiny_vit(seed=2), teachers=teachers, args=args)
         return trainer.compute_loss_terms(trainer.model, batch, None)[0]["loss"]
 

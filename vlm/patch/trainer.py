@@ -56,9 +56,11 @@ class PatchDistillationConfig(DistillationConfig):
         feature_weight: Feature KD of pooled embeddings through one projection head per expert (GPFM).
         feature_kind: ``"cosine"`` or ``"mse"``.
         token_weight: Patch-token KD (teacher tokens pooled onto the student's grid; needs token teachers).
-        relation_sample_weight: Sample-level relation KD (HVisKD; batch-coupled).
+        relation_sample_weight: Sample-level relation KD (HVisKD; batch-coupled). On by default with
+            ``relation_region_weight``: together they beat plain multi-expert KD in ``benchmarks/patch_distill.py``.
         relation_sample_kind: ``"mse"`` (cosine matrices) or ``"kl"`` (row softmax).
-        relation_region_weight: Region-level relation KD (token-token cosine matrices per image; HVisKD).
+        relation_region_weight: Region-level relation KD (token-token cosine matrices per image; HVisKD; needs
+            experts with patch tokens: set 0 for embedding-only experts or precomputed features).
         dino_weight: DINO distillation from the frozen experts (H0-mini).
         ibot_weight: iBOT masked-token distillation from the frozen experts (needs a ViT student and masks).
         self_distill_weight: DINO self-distillation against the student's EMA copy (GPFM's local-global term).
@@ -79,9 +81,11 @@ class PatchDistillationConfig(DistillationConfig):
     feature_weight: float = field(default=1.0, metadata={"help": "Feature KD through a head per expert (>= 0)."})
     feature_kind: str = field(default="cosine", metadata={"help": "'cosine' or 'mse'."})
     token_weight: float = field(default=0.0, metadata={"help": "Patch-token KD (>= 0)."})
-    relation_sample_weight: float = field(default=0.0, metadata={"help": "Sample-level relation KD (>= 0)."})
+    relation_sample_weight: float = field(default=1.0, metadata={"help": "Sample-level relation KD (>= 0)."})
     relation_sample_kind: str = field(default="mse", metadata={"help": "'mse' or 'kl'."})
-    relation_region_weight: float = field(default=0.0, metadata={"help": "Region-level relation KD (>= 0)."})
+    relation_region_weight: float = field(
+        default=1.0, metadata={"help": "Region-level relation KD (>= 0; needs token experts, else set 0)."}
+    )
     dino_weight: float = field(default=0.0, metadata={"help": "DINO distillation from the experts (>= 0)."})
     ibot_weight: float = field(default=0.0, metadata={"help": "iBOT masked-token distillation (>= 0; ViT)."})
     self_distill_weight: float = field(default=0.0, metadata={"help": "EMA self-distillation (>= 0)."})
