@@ -1,4 +1,4 @@
-"""Recipe ``patch_distill``: distil frozen patch encoders into a small timm student (GPFM / H0-mini / HVisKD terms).
+"""Recipe: distil pathology patch encoders into a small timm student (multi-expert GPFM, DINO/iBOT, HVisKD).
 
 Run it with ``reportkd train patch_distill --config x.yaml`` or ``python recipes/patch_distill.py --config x.yaml``
 (commands in that script's docstring). YAML keys are the field names of :class:`ScriptArguments` and
