@@ -133,14 +133,15 @@ def train_group(
     from reportkd.text.mtcnn.predict import predict_member_probs
     from reportkd.text.mtcnn.teachers import TeacherSpec, train_teacher_group
 
-    stem = cache / f"{arch}{members}-e{training_args.num_train_epochs:g}-s{training_args.seed}"
+    spec = TeacherSpec(arch, members=members, member_chunk_size=chunk if arch == "mtcnn" else None)
+    dropout = f"-d{spec.dropout or 0.1:g}" if arch == "hisan" else ""  # HiSAN's own dropout (0.1) unless given
+    stem = cache / f"{arch}{members}{dropout}-e{training_args.num_train_epochs:g}-s{training_args.seed}"
     if stem.with_suffix(".npz").is_file():
         with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(stem.with_suffix(".json").read_text())
         log(f"{arch} x{members}: cached ({meta['wall_time_s']:.0f} s when trained)")
         return {"arrays": arrays, **meta}
-    spec = TeacherSpec(arch, members=members, member_chunk_size=chunk if arch == "mtcnn" else None)
     group = train_teacher_group(prepared, job, training_args, spec, cache / "work" / stem.name, training_args.seed)
     pad = prepared.tokenizer.pad_token_id
     arrays = {}

@@ -41,7 +41,8 @@ ARCHITECTURES = ("mtcnn", "hisan")
 class TeacherSpec:
     """One group of a mixed teacher: architecture, size and hyperparameters of its members.
 
-    Unset model sizes fall back to the job's (``embedding_dim``, ``dropout``, ``kernel_sizes``, ``num_filters``).
+    Unset model sizes fall back to the job's (``embedding_dim``, ``kernel_sizes``, ``num_filters``; ``dropout`` too
+    for MtCNN, while HiSAN keeps its own default of 0.1: the job's 0.5 on every attention level over-regularises it).
 
     Args:
         architecture: ``"mtcnn"`` (trained as one vectorized ensemble) or ``"hisan"`` (trained member by member).
@@ -63,7 +64,7 @@ class TeacherSpec:
     members: int = field(default=8, metadata={"help": "Members in this group."})
     seed: int | None = field(default=None, metadata={"help": "Seed (None: training seed + 1000 * group index)."})
     embedding_dim: int | None = field(default=None, metadata={"help": "Word embedding size (None: the job's)."})
-    dropout: float | None = field(default=None, metadata={"help": "Dropout (None: the job's)."})
+    dropout: float | None = field(default=None, metadata={"help": "Dropout (None: the job's; HiSAN: 0.1)."})
     kernel_sizes: list[int] | None = field(default=None, metadata={"help": "MtCNN windows (None: the job's)."})
     num_filters: int | None = field(default=None, metadata={"help": "MtCNN filters per window (None: the job's)."})
     member_chunk_size: int | None = field(default=None, metadata={"help": "MtCNN members run together."})
@@ -155,8 +156,13 @@ def _group_job(job: MtCNNJobArguments, spec: TeacherSpec) -> MtCNNJobArguments:
 
 
 def _member_config(prepared: PreparedData, job: MtCNNJobArguments, spec: TeacherSpec):
+    dropout = job.dropout
+    if spec.architecture == "hisan" and spec.dropout is None:
+        from ..hisan import HiSANConfig
+
+        dropout = HiSANConfig.dropout
     common = dict(
-        vocab_size=len(prepared.tokenizer), embedding_dim=job.embedding_dim, dropout=job.dropout,
+        vocab_size=len(prepared.tokenizer), embedding_dim=job.embedding_dim, dropout=dropout,
         max_length=job.max_length, pad_token_id=prepared.tokenizer.pad_token_id, task_labels=prepared.task_labels,
     )  # fmt: skip
     if spec.architecture == "hisan":
