@@ -81,6 +81,8 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "i4_soft": {"teacher": "insample4", "alpha": 1.0},
     "i4_consistent": {"teacher": "insample4", "alpha": 1.0, "consistent_teaching": True},
     "i4_cod": {"teacher": "insample4", "alpha": 1.0, "counterfactuals": "add"},
+    "i4_soft_long": {"teacher": "insample4", "alpha": 1.0, "student_epochs": 8},
+    "i4_consistent_long": {"teacher": "insample4", "alpha": 1.0, "consistent_teaching": True, "student_epochs": 8},
 }
 STUDENT_KEYS = ("student_epochs", "alpha", "temperature", "consistent_teaching", "augment_strength", "counterfactuals",
                 "cod_max_edits")  # fmt: skip
