@@ -134,7 +134,8 @@ def train_group(
     from reportkd.text.mtcnn.teachers import TeacherSpec, train_teacher_group
 
     spec = TeacherSpec(arch, members=members, member_chunk_size=chunk if arch == "mtcnn" else None)
-    dropout = f"-d{spec.dropout or 0.1:g}" if arch == "hisan" else ""  # HiSAN's own dropout (0.1) unless given
+    # HiSAN's own dropout (0.1) unless given, in percent (no dot: the stem takes suffixes)
+    dropout = f"-d{round(100 * (spec.dropout or 0.1))}" if arch == "hisan" else ""
     stem = cache / f"{arch}{members}{dropout}-e{training_args.num_train_epochs:g}-s{training_args.seed}"
     if stem.with_suffix(".npz").is_file():
         with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
