@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="Tiny settings to check the script (not a measurement).")
     p.add_argument("--cache-dir", default=str(ROOT / "outputs" / "teacher_scaling_cache"))
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--name", default="teacher_scaling", help="Output file stem.")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.memory_probe:
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = scaling(groups, labels, args.delta)
     out_dir = Path(args.out_dir) if not args.quick else cache
     out_dir.mkdir(parents=True, exist_ok=True)
-    figure = plot(rows, out_dir / "teacher_scaling.png")
+    figure = plot(rows, out_dir / f"{args.name}.png")
     md = markdown(rows, groups)
     if memory:
         md += "\n\n" + memory_markdown(memory)
@@ -365,8 +366,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "figure": figure,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_json(out_dir / "teacher_scaling.json", result)
-    (out_dir / "teacher_scaling.md").write_text(md + "\n")
+    write_json(out_dir / f"{args.name}.json", result)
+    (out_dir / f"{args.name}.md").write_text(md + "\n")
     print(md, file=sys.stderr)
     print(json.dumps({"scaling": rows, "memory": memory}, indent=1))
     return result
