@@ -18,7 +18,7 @@ overlap); stain robustness (nearest neighbour among 4 HED stain variants is itse
 tissue tiles from ``../shared/data/wsi`` when present (synthetic tiles otherwise); images/s and GFLOPs. Seeds paired
 (same seed: same student init and data order for every variant). JSON to ``benchmarks/results/patch_distill.json``.
 
-    nice -n 10 python benchmarks/patch_distill.py --threads 1              # ~25 min on one CPU core
+    nice -n 10 python benchmarks/patch_distill.py --threads 1              # ~27 min on a shared CPU core
     python benchmarks/patch_distill.py --quick                            # seconds, a smoke test
 """
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--task-b", default="density", help="Expert B's synthetic task (a nuclear attribute).")
     p.add_argument("--unlabelled", type=int, default=2000, help="Unlabelled distillation tiles.")
     p.add_argument("--expert-steps", type=int, default=500)
-    p.add_argument("--steps", type=int, default=200, help="Student steps (every variant).")
+    p.add_argument("--steps", type=int, default=600, help="Student steps (every variant).")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
