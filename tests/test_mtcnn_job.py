@@ -213,3 +213,9 @@ def test_transfer_options_are_validated():
         tiny_job(unlabelled="/nonexistent/backlog.jsonl")
     with pytest.raises(ValueError, match="alpha > 0"):
         tiny_job(consistent_teaching=True, alpha=0.0)
+
+
+def test_cod_equal_keeps_half_the_reports_and_adds_their_counterfactuals(records, tmp_path):
+    args = default_training_args(tmp_path, max_steps=1, disable_tqdm=True)
+    results = run_mtcnn_job(records, tiny_job(counterfactuals="equal", alpha=1.0, train_baseline=False), args)
+    assert results["data"]["transfer"]["cod_attempted"] == results["data"]["train"] // 2
