@@ -220,7 +220,7 @@ def train_models(
 
 def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.ndarray]], delta: float) -> dict:
     """Per task: accuracy, AURC, and per target × method the test coverage / accuracy on accepted reports."""
-    from reportkd.abstention import aurc, empirical_threshold, ltt_threshold, selective_metrics
+    from reportkd.abstention import aurc, coverage_at_targets
     from reportkd.text.mtcnn import dac_decisions
 
     out = {}
@@ -232,16 +232,7 @@ def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.n
             "accuracy": float((test_p.argmax(1)[keep] == test_y[keep]).mean()),
             "aurc": aurc(test_p, test_y),
         }
-        for target in TARGETS:
-            for method, fn in (("empirical", empirical_threshold), ("ltt", ltt_threshold)):
-                kw = {"delta": delta} if method == "ltt" else {}
-                thr = fn(cal_p, cal_y, target, **kw)
-                m = selective_metrics(test_p, test_y, thr.threshold)
-                row[f"{method}@{target:.2f}"] = {
-                    "coverage": m["coverage"],
-                    "accuracy": m["selective_accuracy"],
-                    "met": None if m["selective_accuracy"] is None else m["selective_accuracy"] >= target,
-                }
+        row.update(coverage_at_targets(cal_p, cal_y, test_p, test_y, TARGETS, delta=delta))
         if f"abstain/test/{task}" in arrays:  # DAC's own abstention
             pred, abstained = dac_decisions(arrays[f"abstain/test/{task}"][keep])
             accepted = ~abstained

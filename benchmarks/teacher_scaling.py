@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tcga-reports" / "reports.jsonl.gz"
 TASKS = ("organ", "cancer_type")
 FOLDS = 4
 
@@ -165,19 +166,24 @@ def train_group(
 
 def _metrics(member_arrays: list[tuple[dict[str, np.ndarray], np.ndarray]], labels, delta: float) -> dict:
     """Metrics of the mean over the selected members of one or more groups."""
-    from abstention_tcga import task_metrics
+    from reportkd.abstention import aurc, coverage_at_targets
 
     arrays = {}
     for key in member_arrays[0][0]:
         total = sum(a[key][idx].sum(0) for a, idx in member_arrays)
         arrays[key] = total / sum(len(idx) for _, idx in member_arrays)
-    full = task_metrics(arrays, labels, delta)
-    return {
-        task: {"accuracy": row["accuracy"], "aurc": row["aurc"],
-               **{f"{m}@{t}": row[f"{m}@{t}"]["coverage"] for m in ("empirical", "ltt") for t in ("0.90", "0.97")},
-               "ltt@0.97.selective_accuracy": row["ltt@0.97"]["accuracy"]}
-        for task, row in full.items()
-    }  # fmt: skip
+    out = {}
+    for task, test_y in labels["test"].items():
+        test_p, keep = arrays[f"test/{task}"], test_y != -100
+        cov = coverage_at_targets(arrays[f"calibration/{task}"], labels["calibration"][task], test_p, test_y,
+                                  (0.90, 0.97), delta=delta)  # fmt: skip
+        out[task] = {
+            "accuracy": float((test_p.argmax(1)[keep] == test_y[keep]).mean()),
+            "aurc": aurc(test_p, test_y),
+            **{key: row["coverage"] for key, row in cov.items()},
+            "ltt@0.97.selective_accuracy": cov["ltt@0.97"]["accuracy"],
+        }
+    return out
 
 
 def _summary(values: list[dict]) -> dict:
@@ -276,9 +282,6 @@ def plot(rows: dict[str, dict], path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark's data preparation
-    from abstention_tcga import DEFAULT_DATA
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="TCGA reports (JSONL.gz).")
     p.add_argument("--mtcnn-members", type=int, default=16, help="MtCNN members (one vectorized ensemble).")

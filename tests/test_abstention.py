@@ -75,3 +75,20 @@ def test_one_subpackage_with_its_api_at_the_top_and_no_shadowed_module():
     for old in ("reportkd.thresholds", "reportkd.selective_metrics", "reportkd.predictions", "reportkd.plots"):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(old)
+
+
+def test_coverage_at_targets_applies_calibration_thresholds_to_the_test_split():
+    from reportkd.abstention import coverage_at_targets, ltt_threshold
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([1.0, 1.0, 1.0], size=400)
+    labels = np.where(rng.random(400) < 0.8, probs.argmax(1), rng.integers(0, 3, 400))
+    cal_p, cal_y, test_p, test_y = probs[:200], labels[:200], probs[200:], labels[200:]
+    out = coverage_at_targets(cal_p, cal_y, test_p, test_y, (0.9, 0.97), delta=0.2)
+    assert set(out) == {"empirical@0.90", "ltt@0.90", "empirical@0.97", "ltt@0.97"}
+    for method, fn in (("empirical", empirical_threshold), ("ltt", ltt_threshold)):
+        kw = {"delta": 0.2} if method == "ltt" else {}
+        expected = selective_metrics(test_p, test_y, fn(cal_p, cal_y, 0.9, **kw).threshold)
+        row = out[f"{method}@0.90"]
+        assert row["coverage"] == expected["coverage"] and row["accuracy"] == expected["selective_accuracy"]
+        assert row["met"] is (None if row["accuracy"] is None else row["accuracy"] >= 0.9)

@@ -15,7 +15,15 @@ One subpackage, one module per concern (every public name is re-exported here, s
 * :mod:`~reportkd.abstention.plots` — risk–coverage and reliability PNGs.
 """
 
-from .calibration import METHODS, MODES, Calibration, apply_thresholds, calibrate, calibrate_thresholds
+from .calibration import (
+    METHODS,
+    MODES,
+    Calibration,
+    apply_thresholds,
+    calibrate,
+    calibrate_thresholds,
+    coverage_at_targets,
+)
 from .empirical import ABSTAIN_ALL, Threshold, empirical_threshold, empirical_threshold_from_scores, selective_metrics
 from .ltt import (
     FWER_METHODS,
@@ -85,6 +93,7 @@ __all__ = [
     "brier_score",
     "calibrate",
     "calibrate_thresholds",
+    "coverage_at_targets",
     "check_probs",
     "confidence_and_correct",
     "default_grid",

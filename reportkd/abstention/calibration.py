@@ -189,4 +189,54 @@ def calibrate(
     return result
 
 
-__all__ = ["METHODS", "MODES", "Calibration", "apply_thresholds", "calibrate", "calibrate_thresholds"]
+def coverage_at_targets(
+    cal_probs: np.ndarray,
+    cal_labels: np.ndarray,
+    test_probs: np.ndarray,
+    test_labels: np.ndarray,
+    targets: tuple[float, ...],
+    *,
+    delta: float = 0.1,
+) -> dict[str, dict[str, float | bool | None]]:
+    """Per target and method, thresholds from the calibration split applied to the test split (one task).
+
+    Args:
+        cal_probs: Calibration probabilities, ``(n, classes)``.
+        cal_labels: Calibration class ids (``-100`` missing).
+        test_probs: Test probabilities.
+        test_labels: Test class ids (``-100`` missing).
+        targets: Target accuracies.
+        delta: LTT risk level.
+
+    Returns:
+        ``{"empirical@0.97": {"coverage", "accuracy", "met"}, "ltt@0.97": {...}, ...}``: test coverage, accuracy on
+        accepted reports and whether it reaches the target (None when nothing is accepted).
+    """
+    from .empirical import selective_metrics
+
+    out: dict[str, dict[str, float | bool | None]] = {}
+    for target in targets:
+        for method in METHODS:
+            if method == "ltt":
+                thr = ltt_threshold(cal_probs, cal_labels, target, delta)
+            else:
+                thr = empirical_threshold(cal_probs, cal_labels, target)
+            m = selective_metrics(test_probs, test_labels, thr.threshold)
+            acc = m["selective_accuracy"]
+            out[f"{method}@{target:.2f}"] = {
+                "coverage": m["coverage"],
+                "accuracy": acc,
+                "met": None if acc is None else acc >= target,
+            }
+    return out
+
+
+__all__ = [
+    "METHODS",
+    "MODES",
+    "Calibration",
+    "apply_thresholds",
+    "calibrate",
+    "calibrate_thresholds",
+    "coverage_at_targets",
+]
