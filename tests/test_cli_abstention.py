@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from report_tiny import TASKS, build_classifier, write_jsonl
 
 from reportkd.abstention import (
     Predictions,
@@ -14,39 +15,6 @@ from reportkd.abstention import (
     weights_fingerprint,
 )
 from reportkd.cli import main
-
-TASKS = ("organ", "behavior", "laterality")
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def build_classifier(out_dir, train, task_labels, *, steps=40, seed=0):
-    """A tiny MtCNN trained a few steps (so its probabilities mean something), saved by save_classifier."""
-    import torch
-
-    from reportkd.data import ReportCollator, encode_reports, load_reports
-    from reportkd.text.mtcnn import MtCNNConfig, MtCNNForReportClassification, train_word_tokenizer
-    from reportkd.text.mtcnn.pipeline import save_classifier
-
-    torch.manual_seed(seed)
-    ds, _ = load_reports(train, task_columns=list(task_labels))
-    tok = train_word_tokenizer(ds["text"], min_count=1, max_length=96)
-    config = MtCNNConfig(
-        vocab_size=len(tok), embedding_dim=16, num_filters=8, kernel_sizes=[2, 3], dropout=0.0, max_length=96,
-        pad_token_id=tok.pad_token_id, task_labels=task_labels,
-    )  # fmt: skip
-    model = MtCNNForReportClassification(config)
-    enc = encode_reports(ds, tok, task_labels, max_length=96)
-    batch = ReportCollator(pad_token_id=tok.pad_token_id, min_length=3)(enc.to_list())
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(steps):
-        opt.zero_grad()
-        model(**batch).loss.backward()
-        opt.step()
-    return save_classifier(model.eval(), tok, out_dir, None)
 
 
 @pytest.fixture(scope="module")
