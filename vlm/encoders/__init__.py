@@ -3,7 +3,7 @@
 See :mod:`.registry` for name resolution and the offline weights map, :mod:`.pathology` for the built-in entries.
 """
 
-from . import builders, pathology  # noqa: F401  (register the built-in schemes and encoders)
+from . import builders, conch_v15, pathology  # noqa: F401  (register the built-in schemes and encoders)
 from .builders import load_state_dict_file
 from .registry import (
     ENCODER_SCHEMES,

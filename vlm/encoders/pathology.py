@@ -4,6 +4,7 @@ locally load offline) and ``random-tiny-cnn``, a small random CNN for tests and 
 | name | architecture | dim | weights |
 |---|---|---|---|
 | ``conch_v1`` | CoCa ViT-B/16, 448 px (needs the ``conch`` package) | 512 | MahmoodLab/CONCH (gated) |
+| ``conch_v15`` | timm ViT-L/16, 448 px, attentional pooler (TITAN's) | 768 | MahmoodLab/conchv1_5 (gated) |
 | ``uni_v1`` | timm ViT-L/16, LayerScale 1e-5 | 1024 | MahmoodLab/UNI (gated) |
 | ``uni_v2`` | timm ViT-H/14 (UNI2-h), SwiGLU, 8 register tokens | 1536 | MahmoodLab/UNI2-h (gated) |
 | ``virchow`` | timm ViT-H/14, SwiGLU; CLS ⊕ mean patch token | 2560 | paige-ai/Virchow (gated) |
