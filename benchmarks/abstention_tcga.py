@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import hashlib
 import json
 import sys
@@ -31,12 +30,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from reportkd.text.mtcnn.benchmarking import (
+    TARGETS,
+    halving_differences,
+    load_npz,
+    ltt_resampling,
+    predict_splits,
+    save_npz,
+    summarise,
+    task_metrics,
+    unknown_as_missing,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tcga-reports" / "reports.jsonl.gz"
-TARGETS = (0.80, 0.90, 0.95, 0.97)
 TASKS = ("organ", "cancer_type", "histology", "histology_group", "grade", "t_stage", "laterality", "behavior")
-# noisy tasks: also evaluated with "unknown" as missing (its reports dropped, its probability renormalised away)
-UNKNOWN_AS_MISSING = ("histology_group", "t_stage", "laterality")
 CACHE_VERSION = "v2"  # v2: tasks in the key (histology_group added)
 
 # Teacher recipes: MtCNNJobArguments overrides that change the ensemble.
@@ -83,10 +91,12 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "i4_cod": {"teacher": "insample4", "alpha": 1.0, "counterfactuals": "add"},
     "i4_soft_long": {"teacher": "insample4", "alpha": 1.0, "student_epochs": 8},
     "i4_consistent_long": {"teacher": "insample4", "alpha": 1.0, "consistent_teaching": True, "student_epochs": 8},
+    # patient students (Beyer et al.): 4x the 4 epochs
+    "i4_soft_x4": {"teacher": "insample4", "alpha": 1.0, "student_epochs": 16},
+    "i4_consistent_x4": {"teacher": "insample4", "alpha": 1.0, "consistent_teaching": True, "student_epochs": 16},
 }
 STUDENT_KEYS = ("student_epochs", "alpha", "temperature", "consistent_teaching", "augment_strength", "counterfactuals",
                 "cod_max_edits")  # fmt: skip
-DIFF_METRICS = [f"{m}@{t:.2f}.coverage" for m in ("empirical", "ltt") for t in TARGETS] + ["aurc", "accuracy"]
 TEACHER_KEYS = ("members", "folds", "teacher_epochs", "member_sampling", "bag_fraction")
 
 
@@ -100,32 +110,6 @@ def _relative(path: Path) -> str:
     """``path`` relative to the repository when inside it (results files stay machine-independent)."""
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from reportkd.utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _probs(model, prepared, **kw) -> dict[str, np.ndarray]:
-    from reportkd.text.mtcnn.predict import predict_probs
-
-    pad = prepared.tokenizer.pad_token_id
-    out = {}
-    for split in ("calibration", "test"):
-        for task, p in predict_probs(model, getattr(prepared, split), pad_token_id=pad, **kw).items():
-            out[f"{split}/{task}"] = p
-    return out
 
 
 def train_models(
@@ -146,19 +130,19 @@ def train_models(
 
     def cached(name: str, key: str, build) -> dict[str, np.ndarray]:
         path = work / f"{name}-{key}.npz"
-        arrays = _load_npz(path)
+        arrays = load_npz(path)
         if arrays is None and cached_only:
             log(f"seed {seed}: {name} not in the cache (--cached-only): left out")
             return None
         if arrays is None:
             start = time.perf_counter()
             arrays = build()
-            _save_npz(path, arrays)
+            save_npz(path, arrays)
             log(f"seed {seed}: {name} trained in {time.perf_counter() - start:.0f} s")
         return arrays
 
     def build_baseline():
-        return _probs(train_single(prepared, base, targs, work / "tmp"), prepared)
+        return predict_splits(train_single(prepared, base, targs, work / "tmp"), prepared)
 
     results["baseline"] = cached("baseline", _key(base, targs, ("epochs",)), build_baseline)
     soft_cache: dict[str, dict[str, np.ndarray]] = {}
@@ -175,7 +159,7 @@ def train_models(
             ensemble = train_teacher_ensemble(prepared, t_job, targs, work / "tmp")
             ensemble.save_pretrained(module_dir)  # for students that need the teacher in memory (CoD, consistent)
             soft = soft_labels(ensemble, prepared, t_job, seed)
-            out = _probs(ensemble, prepared)
+            out = predict_splits(ensemble, prepared)
             out.update({f"soft/{t}": p for t, p in soft.items()})
             return out
 
@@ -198,7 +182,7 @@ def train_models(
                 log(f"seed {seed}: {counts} counterfactuals in {time.perf_counter() - start:.0f} s")
             model = train_single(prepared, s, targs, work / "tmp", soft_labels=soft_cache[tn], teacher=module,
                                  transfer=transfer)  # fmt: skip
-            return _probs(model, prepared)
+            return predict_splits(model, prepared)
 
         student = cached(f"student-{name}", s_key, build_student)
         if student is not None:
@@ -208,177 +192,14 @@ def train_models(
 
         def build_dac():
             model = train_dac(prepared, dataclasses.replace(base, dac_targets=targets), targs, work / "tmp")
-            out = _probs(model, prepared)
-            out.update({f"abstain/{k}": v for k, v in _probs(model, prepared, with_abstain=True).items()})
+            out = predict_splits(model, prepared)
+            out.update({f"abstain/{k}": v for k, v in predict_splits(model, prepared, with_abstain=True).items()})
             return out
 
         dac_arrays = cached("dac", _key(base, targs, ("epochs",)) + "v1", build_dac)
         if dac_arrays is not None:
             results["dac"] = dac_arrays
     return results
-
-
-def task_metrics(arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.ndarray]], delta: float) -> dict:
-    """Per task: accuracy, AURC, and per target × method the test coverage / accuracy on accepted reports."""
-    from reportkd.abstention import aurc, coverage_at_targets
-    from reportkd.text.mtcnn import dac_decisions
-
-    out = {}
-    for task in labels["test"]:
-        cal_p, test_p = arrays[f"calibration/{task}"], arrays[f"test/{task}"]
-        cal_y, test_y = labels["calibration"][task], labels["test"][task]
-        keep = test_y != -100
-        row: dict[str, Any] = {
-            "accuracy": float((test_p.argmax(1)[keep] == test_y[keep]).mean()),
-            "aurc": aurc(test_p, test_y),
-        }
-        row.update(coverage_at_targets(cal_p, cal_y, test_p, test_y, TARGETS, delta=delta))
-        if f"abstain/test/{task}" in arrays:  # DAC's own abstention
-            pred, abstained = dac_decisions(arrays[f"abstain/test/{task}"][keep])
-            accepted = ~abstained
-            row["dac_own"] = {
-                "coverage": float(accepted.mean()),
-                "accuracy": float((pred[accepted] == test_y[keep][accepted]).mean()) if accepted.any() else None,
-            }
-        out[task] = row
-    return out
-
-
-@functools.cache
-def _testable(target: float, delta: float) -> int:
-    from reportkd.abstention.ltt import min_testable
-
-    return min_testable(1 - target, delta, "binomial", error_rate=(1 - target) / 2)
-
-
-def _min_accepted(target: float, delta: float, y_cal: np.ndarray) -> int:
-    """``ltt_threshold``'s default ``min_accepted``, with ``min_testable`` (its slow part) cached per target."""
-    return min(_testable(target, delta), max(int((y_cal != -100).sum()) // 2, 1))
-
-
-def ltt_resampling(arrays, labels, targets, delta: float, resamples: int, seed: int = 0) -> dict[str, dict]:
-    """Pools calibration + test, redraws equal-size splits; share of splits where the test accuracy on accepted
-    reports reaches the target, for LTT (guarantee: ≥ 1 − δ of calibrations, on the population) and empirical."""
-    from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for task, target in targets.items():
-        p = np.concatenate([arrays[f"calibration/{task}"], arrays[f"test/{task}"]])
-        y = np.concatenate([labels["calibration"][task], labels["test"][task]])
-        n_cal = len(labels["calibration"][task])
-        stats = {m: {"met": 0, "with_coverage": 0, "coverage": []} for m in ("ltt", "empirical")}
-        for _ in range(resamples):
-            perm = rng.permutation(len(y))
-            cal, test = perm[:n_cal], perm[n_cal:]
-            for method, thr in (
-                (
-                    "ltt",
-                    ltt_threshold(p[cal], y[cal], target, delta, min_accepted=_min_accepted(target, delta, y[cal])),
-                ),
-                ("empirical", empirical_threshold(p[cal], y[cal], target)),
-            ):
-                m = selective_metrics(p[test], y[test], thr.threshold)
-                st = stats[method]
-                st["coverage"].append(m["coverage"])
-                if m["selective_accuracy"] is not None:
-                    st["with_coverage"] += 1
-                    st["met"] += m["selective_accuracy"] >= target
-        out[task] = {"target": target, "resamples": resamples}
-        for method, st in stats.items():
-            out[task][method] = {
-                # a split that accepts nothing accepts no error: it meets the target (vacuously), as in LTT's risk
-                "met_fraction": (st["met"] + resamples - st["with_coverage"]) / resamples if resamples else None,
-                "with_coverage": st["with_coverage"],
-                "mean_coverage": float(np.mean(st["coverage"])),
-            }
-    return out
-
-
-def unknown_as_missing(
-    arrays: dict[str, np.ndarray], labels: dict[str, dict[str, np.ndarray]], task_labels: dict[str, list[str]]
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-    """Adds ``<task>~known`` for :data:`UNKNOWN_AS_MISSING`: reports labelled ``unknown`` dropped (missing) and the
-    ``unknown`` class's probability removed and the rest renormalised (evaluation-time; the models are unchanged)."""
-    arrays, labels = dict(arrays), {k: dict(v) for k, v in labels.items()}
-    for task in UNKNOWN_AS_MISSING:
-        if task not in task_labels or "unknown" not in task_labels[task]:
-            continue
-        u = task_labels[task].index("unknown")
-        for split in ("calibration", "test"):
-            y = labels[split][task].copy()
-            y = np.where(y == u, -100, np.where(y > u, y - 1, y))
-            labels[split][f"{task}~known"] = y
-            if f"{split}/{task}" in arrays:
-                p = np.delete(arrays[f"{split}/{task}"], u, axis=1)
-                arrays[f"{split}/{task}~known"] = p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
-    return arrays, labels
-
-
-def halving_differences(
-    per_seed_arrays: dict[int, dict[str, dict[str, np.ndarray]]],
-    labels: dict[str, dict[str, np.ndarray]],
-    tasks: list[str],
-    delta: float,
-    halvings: int,
-) -> dict[str, Any]:
-    """Model − baseline coverage over seeds × resampled calibration/test halvings (same halvings for every model).
-
-    Calibration and test reports are pooled and redrawn ``halvings`` times into halves of the original sizes; for
-    each seed and halving the model and the baseline of that seed are calibrated on the same half and measured on
-    the other. Returns per model, task and ``method@target``: mean difference, its standard error over seeds (sd of
-    the per-seed means / √seeds), the mean sd over halvings, the share of (seed, halving) pairs the model wins, and
-    the model's and the baseline's mean coverage.
-    """
-    from reportkd.abstention import empirical_threshold, ltt_threshold, selective_metrics
-
-    seeds = sorted(per_seed_arrays)
-    models = sorted({m for a in per_seed_arrays.values() for m in a} - {"baseline", "dac"})
-    out: dict[str, Any] = {m: {} for m in models}
-    for task in tasks:
-        y = np.concatenate([labels["calibration"][task], labels["test"][task]])
-        n_cal = len(labels["calibration"][task])
-        perms = [np.random.default_rng(1000 + h).permutation(len(y)) for h in range(halvings)]
-        cov: dict[str, np.ndarray] = {}  # model → (seeds, halvings, methods × targets)
-        for model in ["baseline", *models]:
-            grid = np.full((len(seeds), halvings, 2 * len(TARGETS)), np.nan)
-            for si, seed in enumerate(seeds):
-                a = per_seed_arrays[seed].get(model)
-                if a is None:
-                    continue
-                p = np.concatenate([a[f"calibration/{task}"], a[f"test/{task}"]])
-                for h, perm in enumerate(perms):
-                    cal, test = perm[:n_cal], perm[n_cal:]
-                    for ti, target in enumerate(TARGETS):
-                        ltt = ltt_threshold(
-                            p[cal], y[cal], target, delta, min_accepted=_min_accepted(target, delta, y[cal])
-                        )
-                        for mi, thr in enumerate((empirical_threshold(p[cal], y[cal], target), ltt)):
-                            m = selective_metrics(p[test], y[test], thr.threshold)
-                            grid[si, h, mi * len(TARGETS) + ti] = m["coverage"]
-            cov[model] = grid
-        for model in models:
-            d = cov[model] - cov["baseline"]
-            row = {}
-            for mi, method in enumerate(("empirical", "ltt")):
-                for ti, target in enumerate(TARGETS):
-                    k = mi * len(TARGETS) + ti
-                    dk = d[..., k]
-                    if np.isnan(dk).all():
-                        continue
-                    per_seed_mean = np.nanmean(dk, axis=1)
-                    n = int(np.sum(~np.isnan(per_seed_mean)))
-                    row[f"{method}@{target:.2f}"] = {
-                        "mean": float(np.nanmean(dk)),
-                        "se_seeds": float(np.nanstd(per_seed_mean, ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
-                        "sd_halvings": float(np.nanmean(np.nanstd(dk, axis=1, ddof=1))) if halvings > 1 else 0.0,
-                        "wins": float(np.nanmean(dk > 0)),
-                        "model": float(np.nanmean(cov[model][..., k])),
-                        "baseline": float(np.nanmean(cov["baseline"][..., k])),
-                        "seeds": n,
-                    }
-            out[model][task] = row
-    return out
 
 
 def halving_markdown(diffs: dict[str, Any], tasks: list[str], halvings: int) -> str:
@@ -407,59 +228,6 @@ def halving_markdown(diffs: dict[str, Any], tasks: list[str], halvings: int) -> 
                     cells.append(f"{star}{c['mean']:+.3f} ± {c['se_seeds']:.3f}{star} ({c['sd_halvings']:.3f})")
             lines.append(f"| {model} | {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def summarise(per_seed: dict[int, dict[str, dict]]) -> dict[str, Any]:
-    """Mean ± sd over seeds of every scalar, per model and task; paired student − baseline differences."""
-    models = sorted({m for r in per_seed.values() for m in r})
-    seeds = sorted(per_seed)
-
-    def leaves(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from leaves(v, f"{prefix}{k}.")
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                yield f"{prefix}{k}", float(v)
-
-    summary: dict[str, Any] = {}
-    for model in models:
-        runs = [per_seed[s][model] for s in seeds if model in per_seed[s]]
-        summary[model] = {}
-        for task in runs[0]:
-            values: dict[str, list[float]] = {}
-            for r in runs:
-                for k, v in leaves(r[task]):
-                    values.setdefault(k, []).append(v)
-            summary[model][task] = {
-                k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
-                for k, v in values.items()
-            }
-    diffs: dict[str, Any] = {}
-    for model in models:
-        if not model.startswith("student-"):
-            continue
-        diffs[model] = {}
-        for task in summary[model]:
-            d = {}
-            for metric in DIFF_METRICS:
-                pairs = [
-                    (
-                        dict(leaves(per_seed[s][model][task])).get(metric),
-                        dict(leaves(per_seed[s]["baseline"][task])).get(metric),
-                    )
-                    for s in seeds
-                    if model in per_seed[s]
-                ]
-                delta = [a - b for a, b in pairs if a is not None and b is not None]
-                if delta:
-                    d[metric] = {
-                        "mean": float(np.mean(delta)),
-                        "sd": float(np.std(delta, ddof=1)) if len(delta) > 1 else 0.0,
-                        "wins": int(sum(x > 0 for x in delta)),
-                        "n": len(delta),
-                    }
-            diffs[model][task] = d
-    return {"models": summary, "student_minus_baseline": diffs}
 
 
 def markdown(summary: dict[str, Any], tasks: list[str], seeds: list[int]) -> str:
