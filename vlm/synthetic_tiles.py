@@ -369,3 +369,104 @@ class SyntheticHistology(Dataset):
 
         rows = [self[i] for i in range(self.n)]
         return HFDataset.from_list(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Morphology tiles: labels carried by spatial structure only (not by colour statistics).
+# ---------------------------------------------------------------------------------------------------------------
+ARRANGEMENTS: tuple[str, ...] = ("scattered", "clustered", "aligned", "ring")
+NUCLEAR_SHAPES: tuple[str, ...] = ("round", "elongated", "pleomorphic")
+
+
+def _arrangement_centers(rng: np.random.Generator, arrangement: str, n: int, size: int, s: float) -> np.ndarray:
+    """``(n, 2)`` nucleus centres laid out as ``arrangement`` (lengths in 64 px reference pixels times ``s``).
+
+    Candidates are drawn from the arrangement's layout and kept greedily at least 9 reference pixels apart, so
+    nuclei do not overlap in any arrangement (overlap would make clumps paler: a colour cue).
+    """
+    m = 30 * n
+    if arrangement == "scattered":
+        cand = (0.08 + 0.84 * rng.random((m, 2))) * size
+    elif arrangement == "clustered":  # two clumps
+        hubs = (0.3 + 0.4 * rng.random((2, 2))) * size
+        cand = hubs[rng.integers(2, size=m)] + rng.normal(0, 7.0 * s, (m, 2))
+    elif arrangement == "aligned":  # two parallel rows at a random angle
+        theta, gap = rng.random() * np.pi, (11 + 5 * rng.random()) * s
+        direction, normal = np.array([np.cos(theta), np.sin(theta)]), np.array([-np.sin(theta), np.cos(theta)])
+        along = (rng.random(m) - 0.5) * 0.85 * size
+        row = np.where(rng.random(m) < 0.5, -0.5, 0.5) * gap + rng.normal(0, 0.6 * s, m)
+        cand = size / 2 + along[:, None] * direction + row[:, None] * normal
+    else:  # ring: a gland cut across, without its lumen so colour statistics stay the same
+        center = (0.45 + 0.1 * rng.random(2)) * size
+        phi = rng.random(m) * 2 * np.pi
+        rad = (16 + 3 * rng.random()) * s + rng.normal(0, 0.6 * s, m)
+        cand = center + np.stack([np.cos(phi), np.sin(phi)], 1) * rad[:, None]
+    keep = np.empty((n, 2))
+    nearest = np.full(m, np.inf)  # each candidate's distance to the nearest kept centre
+    for i in range(n):
+        ok = np.flatnonzero(nearest >= 9.0 * s)
+        j = ok[0] if len(ok) else int(np.argmax(nearest))  # full: the candidate farthest from the kept ones
+        keep[i] = cand[j]
+        nearest = np.minimum(nearest, np.hypot(*(cand - cand[j]).T))
+    return keep.astype(np.float32)
+
+
+def render_morphology_tile(arrangement: str, shape: str, *, size: int = 32, rng: np.random.Generator) -> np.ndarray:
+    """One ``(size, size, 3)`` uint8 H&E-like tile whose labels are spatial: how nuclei are arranged and their shape.
+
+    Nuclear count, area, stain intensities and background are drawn independently of both labels (stain varies per
+    tile), so colour histograms carry no label information: an encoder must see structure. The benchmark's harder
+    tasks (``benchmarks/patch_distill.py``).
+
+    Args:
+        arrangement: One of :data:`ARRANGEMENTS`.
+        shape: One of :data:`NUCLEAR_SHAPES` (equal area for every shape).
+        size: Tile side in pixels.
+        rng: Random generator.
+    """
+    if arrangement not in ARRANGEMENTS or shape not in NUCLEAR_SHAPES:
+        raise ValueError(
+            f"Unknown arrangement/shape {arrangement!r}/{shape!r}; use {ARRANGEMENTS} / {NUCLEAR_SHAPES}."
+        )
+    s = size / 64.0
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    eosin = (0.35 + 0.3 * rng.random()) + 0.25 * _smooth_noise(rng, size, 5)
+    theta = rng.random() * np.pi
+    eosin += 0.1 * (0.5 + 0.5 * np.sin((xx * np.cos(theta) + yy * np.sin(theta)) / s * 1.3))
+    n = int(rng.integers(10, 14))
+    centers = _arrangement_centers(rng, arrangement, n, size, s)
+    r = 4.5 * s * (0.9 + 0.2 * rng.random(n))
+    if shape == "round":
+        ratio, irr = 1.0 + 0.1 * rng.random(n), np.full(n, 0.02)
+    elif shape == "elongated":
+        ratio, irr = 3.5 + 1.0 * rng.random(n), np.full(n, 0.03)
+    else:  # pleomorphic: lumpy outlines
+        ratio, irr = 1.0 + 0.5 * rng.random(n), 0.2 + 0.1 * rng.random(n)
+    axes = np.stack([r * np.sqrt(ratio), r / np.sqrt(ratio)], 1).astype(np.float32)
+    angles, irr = (rng.random(n) * np.pi).astype(np.float32), irr.astype(np.float32)
+    h_level = 0.6 + 0.8 * rng.random()
+    hema = np.zeros((size, size), np.float32)
+    _blobs(hema, centers, axes, angles, irr, (h_level * (0.85 + 0.3 * rng.random(n))).astype(np.float32), rng)
+    hema *= 0.8 + 0.4 * rng.random((size, size), dtype=np.float32)
+    od = hema[..., None] * _OD_H + (eosin * 0.9)[..., None] * _OD_E
+    rgb = np.exp(-od) * np.array([0.97, 0.95, 0.97], np.float32)
+    out = rgb + rng.normal(0, 0.012, (size, size, 3)).astype(np.float32)
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def morphology_tiles(n: int, *, image_size: int = 32, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``n`` morphology tiles ``uint8 (n, S, S, 3)`` and their independent labels ``arrangement`` and ``shape``.
+
+    Args:
+        n: Number of tiles (labels balanced: ``arrangement = i % 4``, ``shape = (i // 4) % 3``).
+        image_size: Tile side.
+        seed: Split seed; tile ``i`` depends only on ``(seed, i)``.
+    """
+    tiles, arr, shp = [], [], []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i, 7])
+        a, b = i % len(ARRANGEMENTS), (i // len(ARRANGEMENTS)) % len(NUCLEAR_SHAPES)
+        tiles.append(render_morphology_tile(ARRANGEMENTS[a], NUCLEAR_SHAPES[b], size=image_size, rng=rng))
+        arr.append(a)
+        shp.append(b)
+    return np.stack(tiles), {"arrangement": np.array(arr), "shape": np.array(shp)}

@@ -208,6 +208,25 @@ def synthetic_tiles(n: int, *, image_size: int = 64, seed: int = 0, tasks: Seque
     return TileDataset(torch.stack(tiles), labels, source=f"synthetic H&E tiles (n={n}, {image_size} px, seed={seed})")
 
 
+def morphology_dataset(n: int, *, image_size: int = 32, seed: int = 0) -> TileDataset:
+    """Labelled synthetic tiles whose labels are spatial (``arrangement``: 4 classes, ``shape``: 3 classes).
+
+    Colour statistics carry no label information (:func:`reportkd.vlm.synthetic_tiles.render_morphology_tile`), so
+    an untrained encoder's embedding is weak on them: the discriminative tasks of the patch-distillation benchmark.
+
+    Args:
+        n: Number of tiles.
+        image_size: Tile side.
+        seed: Split seed (different seeds: disjoint tiles).
+    """
+    from ..synthetic_tiles import morphology_tiles
+
+    tiles, labels = morphology_tiles(n, image_size=image_size, seed=seed)
+    return TileDataset(torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous(),
+                       {k: torch.from_numpy(v) for k, v in labels.items()},
+                       source=f"synthetic morphology tiles (n={n}, {image_size} px, seed={seed})")  # fmt: skip
+
+
 def image_folder_tiles(folder: str | Path, *, image_size: int = 64, limit: int | None = None) -> TileDataset:
     """Every image under ``folder`` (recursively), resized to ``image_size``; sub-folder names become ``label``.
 
@@ -265,7 +284,7 @@ def slide_tiles(
 
 
 def load_tiles(spec: str, *, image_size: int = 64, tasks: Sequence[str] = ("tissue",), mpp: float | None = None):
-    """A tile source from a string: ``synthetic:n=2000,seed=0``, ``slides:PATH[,max=256]`` or an image folder.
+    """A tile source: ``synthetic:n=2000,seed=0``, ``morphology:n=2000,seed=0``, ``slides:PATH[,max=256]`` or a folder.
 
     Args:
         spec: The source.
@@ -274,8 +293,10 @@ def load_tiles(spec: str, *, image_size: int = 64, tasks: Sequence[str] = ("tiss
         mpp: Level-0 µm/px for slides that record none.
     """
     kind, _, rest = spec.partition(":")
-    if kind in ("synthetic", "slides"):
+    if kind in ("synthetic", "slides", "morphology"):
         opts = dict(kv.split("=", 1) for kv in rest.split(",") if "=" in kv)
+        if kind == "morphology":
+            return morphology_dataset(int(opts.get("n", 1000)), image_size=image_size, seed=int(opts.get("seed", 0)))
         if kind == "synthetic":
             return synthetic_tiles(int(opts.get("n", 1000)), image_size=image_size, seed=int(opts.get("seed", 0)),
                                    tasks=tasks)  # fmt: skip
@@ -284,7 +305,10 @@ def load_tiles(spec: str, *, image_size: int = 64, tasks: Sequence[str] = ("tiss
                            seed=int(opts.get("seed", 0)), mpp=mpp)  # fmt: skip
     if Path(spec).is_dir():
         return image_folder_tiles(spec, image_size=image_size)
-    raise ValueError(f"Unknown tile source {spec!r}: use synthetic:n=N,seed=S, slides:PATH[,max=N] or a folder.")
+    raise ValueError(
+        f"Unknown tile source {spec!r}: use synthetic:n=N,seed=S, morphology:n=N,seed=S, slides:PATH[,max=N] or "
+        "a folder."
+    )
 
 
 def random_resized_crop(
@@ -311,7 +335,8 @@ def random_resized_crop(
 
 
 class MultiCropCollator:
-    """Tiles → ``global_views (V_g, B, 3, S, S)``, ``local_views (V_l, B, 3, s, s)``, iBOT ``masks (V_g, B, N)``.
+    """Tiles → ``global_views (V_g, B, 3, S, S)``, ``local_views (V_l, B, 3, s, s)``, iBOT ``masks (V_g, B, N)``
+    (and ``teacher_views`` with ``clean_teacher_views``).
 
     Args:
         global_size: Side of the global views (the student's input size).
@@ -325,6 +350,9 @@ class MultiCropCollator:
         mask_ratio: Fraction of the student's patches masked in each global view (iBOT); 0: no masks.
         num_patches: Student patch tokens per global view (needed for masks).
         seed: Seed mixed with each batch's tile indices into the batch's generator.
+        clean_teacher_views: Also return ``teacher_views``: the same global crops and flips without the stain
+            jitter, so the teachers see the original stain while the student sees the jittered one (distillation
+            for stain invariance).
     """
 
     def __init__(
@@ -341,6 +369,7 @@ class MultiCropCollator:
         mask_ratio: float = 0.0,
         num_patches: int | None = None,
         seed: int = 0,
+        clean_teacher_views: bool = False,
     ) -> None:
         if mask_ratio and not num_patches:
             raise ValueError("mask_ratio > 0 needs num_patches (the student's patch tokens per global view).")
@@ -349,9 +378,12 @@ class MultiCropCollator:
         self.global_size, self.num_global, self.global_scale = global_size, num_global, tuple(global_scale)
         self.num_local, self.local_size, self.local_scale = num_local, local_size, tuple(local_scale)
         self.hed_sigma, self.flip, self.mask_ratio, self.num_patches = hed_sigma, flip, mask_ratio, num_patches
-        self.seed, self._calls = seed, 0
+        self.seed, self._calls, self.clean_teacher_views = seed, 0, clean_teacher_views
 
-    def _augment(self, x: torch.Tensor, size: int, scale: tuple[float, float], g: torch.Generator) -> torch.Tensor:
+    def _augment(
+        self, x: torch.Tensor, size: int, scale: tuple[float, float], g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stain-jittered view, the same view without stain jitter)."""
         if tuple(scale) != (1.0, 1.0) or x.shape[-1] != size:
             x = random_resized_crop(x, size, scale, generator=g)
         if self.flip:
@@ -359,7 +391,9 @@ class MultiCropCollator:
             flip_v = torch.rand(len(x), generator=g) < 0.5
             x = torch.where(flip_h[:, None, None, None], x.flip(-1), x)
             x = torch.where(flip_v[:, None, None, None], x.flip(-2), x)
-        return random_hed_jitter(x, sigma=self.hed_sigma, bias=self.hed_sigma, generator=g) if self.hed_sigma else x
+        if not self.hed_sigma:
+            return x, x
+        return random_hed_jitter(x, sigma=self.hed_sigma, bias=self.hed_sigma, generator=g), x
 
     def generator(self, items: Sequence[Mapping[str, Any]]) -> torch.Generator:
         """The batch's generator: seeded by ``seed`` and the tile indices (a call counter without indices)."""
@@ -375,12 +409,13 @@ class MultiCropCollator:
         pixels = torch.stack([torch.as_tensor(it["pixels"]) for it in items]).float() / 255
         g = self.generator(items)
         batch: dict[str, torch.Tensor] = {}
-        batch["global_views"] = torch.stack(
-            [self._augment(pixels, self.global_size, self.global_scale, g) for _ in range(self.num_global)]
-        )
+        views = [self._augment(pixels, self.global_size, self.global_scale, g) for _ in range(self.num_global)]
+        batch["global_views"] = torch.stack([v[0] for v in views])
+        if self.clean_teacher_views:
+            batch["teacher_views"] = torch.stack([v[1] for v in views])
         if self.num_local:
             batch["local_views"] = torch.stack(
-                [self._augment(pixels, self.local_size, self.local_scale, g) for _ in range(self.num_local)]
+                [self._augment(pixels, self.local_size, self.local_scale, g)[0] for _ in range(self.num_local)]
             )
         if self.mask_ratio:
             n, k = self.num_patches, max(1, round(self.mask_ratio * self.num_patches))

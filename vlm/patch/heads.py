@@ -180,7 +180,7 @@ class PatchDistillationStudent(nn.Module):
         encoder: The student :class:`PatchEncoder` (what is saved).
         expert_dims: Expert name → its embedding width (one projection head each: GPFM).
         heads: Which heads to build: ``feature``, ``token``, ``dino`` (also iBOT), ``ibot`` (mask token),
-            ``self_distill`` (EMA branch).
+            ``self_distill`` (EMA branch), ``feature_norm`` (running moments of each expert's embedding).
         dino_out_dim: Prototypes ``K`` of the DINO/iBOT heads.
         dino_hidden_dim: MLP width of the DINO heads.
         dino_bottleneck_dim: Bottleneck width of the DINO heads.
@@ -214,6 +214,11 @@ class PatchDistillationStudent(nn.Module):
         for k in keys if use_dino else ():
             self.register_buffer(f"center_{k}", torch.zeros(dino_out_dim))
             self.register_buffer(f"patch_center_{k}", torch.zeros(dino_out_dim))
+        for k, v in keys.items() if "feature_norm" in heads else ():
+            self.register_buffer(f"feature_mean_{k}", torch.zeros(v))
+            self.register_buffer(f"feature_var_{k}", torch.ones(v))
+        if "feature_norm" in heads:
+            self.register_buffer("feature_norm_updates", torch.zeros((), dtype=torch.long))
         self.mask_token = nn.Parameter(torch.zeros(d)) if "ibot" in heads else None
         self.self_head = self.ema_encoder = self.ema_head = None
         if "self_distill" in heads:

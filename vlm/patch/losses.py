@@ -137,6 +137,43 @@ def region_relation_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Ten
     return _reduce(per, reduction)
 
 
+# -- per-expert feature normalisation (GPFM-style) ----------------------------------------------------------------
+def standardize_features(features: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, *, eps: float = 1e-6):
+    """``(features - mean) / sqrt(var + eps)`` per dimension: an expert's embedding with its common offset removed.
+
+    Pathology encoders' embeddings share a large mean direction (cosines between tiles near 1); cosine KD against the
+    raw embedding spends its signal on that direction. Standardising with the expert's running moments keeps what
+    tells tiles apart and puts experts of different widths and scales on one footing.
+
+    Args:
+        features: ``(..., D)`` expert embeddings.
+        mean: ``(D,)`` running mean (see :func:`update_moments`).
+        var: ``(D,)`` running variance.
+        eps: Added to the variance.
+    """
+    return (features.float() - mean) / (var + eps).sqrt()
+
+
+@torch.no_grad()
+def update_moments(
+    mean: torch.Tensor, var: torch.Tensor, features: torch.Tensor, *, momentum: float, first: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """New running ``(mean, var)``: ``momentum * old + (1 - momentum) * batch`` (the batch's own moments if ``first``).
+
+    Args:
+        mean: ``(D,)`` running mean.
+        var: ``(D,)`` running variance.
+        features: ``(..., D)`` this batch's expert embeddings.
+        momentum: EMA momentum in [0, 1].
+        first: No moments yet: take the batch's.
+    """
+    flat = features.detach().float().reshape(-1, features.shape[-1])
+    b_mean, b_var = flat.mean(0), flat.var(0, unbiased=False)
+    if first:
+        return b_mean, b_var
+    return mean * momentum + b_mean * (1 - momentum), var * momentum + b_var * (1 - momentum)
+
+
 # -- DINO / iBOT ------------------------------------------------------------------------------------------------------
 def centered_teacher_probs(teacher_logits: torch.Tensor, center: torch.Tensor, *, temperature: float) -> torch.Tensor:
     """DINO's teacher targets: ``softmax((logits - center) / temperature)`` (centring, then sharpening).
@@ -252,6 +289,8 @@ __all__ = [
     "centered_teacher_probs",
     "dino_loss",
     "ema_update_",
+    "standardize_features",
+    "update_moments",
     "feature_kd_loss",
     "ibot_patch_loss",
     "multi_expert_kd_loss",

@@ -53,6 +53,8 @@ class ScriptArguments(RecipeArguments):
         local_size: Side of local crops.
         hed_sigma: HED stain jitter range.
         mask_ratio: Masked patch fraction of global views (iBOT).
+        clean_teacher_views: The experts see the global views without the stain jitter (the student sees the
+            jittered ones): distillation for stain invariance.
         eval_train: Labelled tiles the probes fit on ("" : no evaluation).
         eval_test: Labelled tiles the probes score.
         eval_tasks: Label names evaluated (synthetic tiles).
@@ -82,6 +84,9 @@ class ScriptArguments(RecipeArguments):
     local_size: int = field(default=32, metadata={"help": "Local crop side."})
     hed_sigma: float = field(default=0.05, metadata={"help": "HED stain jitter range (0: none)."})
     mask_ratio: float = field(default=0.0, metadata={"help": "Masked patch fraction (iBOT)."})
+    clean_teacher_views: bool = field(
+        default=False, metadata={"help": "Experts see the views without stain jitter (student: jittered)."}
+    )
     eval_train: str = field(default="synthetic:n=400,seed=20", metadata={"help": "Probe fit tiles ('': none)."})
     eval_test: str = field(default="synthetic:n=200,seed=30", metadata={"help": "Probe test tiles."})
     eval_tasks: list[str] = field(default_factory=lambda: ["tissue"], metadata={"help": "Evaluated labels."})
@@ -152,6 +157,7 @@ def run_patch_distill(script_args: ScriptArguments, args: PatchDistillationConfi
         script_args.image_size, num_global=script_args.num_global, global_scale=(script_args.global_scale_min, 1.0),
         num_local=script_args.num_local, local_size=script_args.local_size, hed_sigma=script_args.hed_sigma,
         mask_ratio=script_args.mask_ratio, num_patches=n_patches, seed=args.seed,
+        clean_teacher_views=script_args.clean_teacher_views,
     )  # fmt: skip
     trainer = PatchDistillationTrainer(student, teachers=teachers, args=dataclasses.replace(args, push_to_hub=False),
                                        train_dataset=train, data_collator=collator)  # fmt: skip
@@ -185,7 +191,9 @@ def run_patch_distill(script_args: ScriptArguments, args: PatchDistillationConfi
             hyperparameters={"student": script_args.student, "student_kwargs": script_args.student_kwargs,
                              "image_size": script_args.image_size, "expert_weights": args.expert_weights,
                              "num_global": script_args.num_global, "num_local": script_args.num_local,
-                             "mask_ratio": script_args.mask_ratio, "hed_sigma": script_args.hed_sigma},
+                             "mask_ratio": script_args.mask_ratio, "hed_sigma": script_args.hed_sigma,
+                             "clean_teacher_views": script_args.clean_teacher_views,
+                             "expert_feature_norm": args.expert_feature_norm},
             losses={f"feature_kd ({args.feature_kind})": args.feature_weight, "token_kd": args.token_weight,
                     f"relation_sample ({args.relation_sample_kind})": args.relation_sample_weight,
                     "relation_region": args.relation_region_weight, "dino": args.dino_weight,

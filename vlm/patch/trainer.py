@@ -10,8 +10,10 @@ Batches come from :class:`~reportkd.vlm.patch.data.MultiCropCollator`. An item i
 accumulation step, so accumulating ``k`` micro-batches of ``b`` equals one batch of ``k * b`` for them. Batch-coupled
 parts are handled per micro-batch: sample relation KD compares the images of each micro-batch (weighted by its share
 of the step's images); DINO/iBOT centres are updated after every micro-batch (EMA, or Sinkhorn-Knopp over the
-micro-batch), so with centring those terms are exact only with ``center_momentum=1``; the EMA teacher is updated after
-each optimiser step.
+micro-batch), so with centring those terms are exact only with ``center_momentum=1``; the experts' running feature
+moments (``expert_feature_norm="standardize"``) likewise, exact only with ``feature_norm_momentum=1`` after the first
+micro-batch; the EMA teacher is updated after each optimiser step. With ``teacher_views`` in the batch (the collator's
+``clean_teacher_views``) the experts see un-jittered views while the student sees stain-jittered ones.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from .losses import (
     region_relation_loss,
     sample_relation_loss,
     sinkhorn_knopp,
+    standardize_features,
     update_center,
+    update_moments,
 )
 from .modeling import PatchEncoder
 
@@ -72,6 +76,9 @@ class PatchDistillationConfig(DistillationConfig):
         centering: ``"ema"`` (running centre) or ``"sinkhorn"`` (Sinkhorn-Knopp per micro-batch).
         center_momentum: EMA momentum of the centres (1: fixed centre, exact under accumulation).
         ema_momentum: Momentum of the EMA teacher of self-distillation.
+        expert_feature_norm: ``"none"`` or ``"standardize"``: each expert's embedding standardised with its running
+            mean and variance before feature KD and sample relation KD (GPFM-style per-expert normalisation).
+        feature_norm_momentum: EMA momentum of those running moments.
     """
 
     teachers: list[str] = field(default_factory=list, metadata={"help": "Frozen experts: registry names or folders."})
@@ -97,6 +104,10 @@ class PatchDistillationConfig(DistillationConfig):
     centering: str = field(default="ema", metadata={"help": "'ema' or 'sinkhorn'."})
     center_momentum: float = field(default=0.9, metadata={"help": "Centre EMA momentum in [0, 1]."})
     ema_momentum: float = field(default=0.99, metadata={"help": "EMA teacher momentum in [0, 1]."})
+    expert_feature_norm: str = field(
+        default="none", metadata={"help": "'none' or 'standardize' (each expert's embedding, running moments)."}
+    )
+    feature_norm_momentum: float = field(default=0.99, metadata={"help": "Momentum of those moments in [0, 1]."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,7 +124,9 @@ class PatchDistillationConfig(DistillationConfig):
             raise ValueError(f"relation_sample_kind must be 'mse' or 'kl', got {self.relation_sample_kind!r}.")
         if self.centering not in ("ema", "sinkhorn"):
             raise ValueError(f"centering must be 'ema' or 'sinkhorn', got {self.centering!r}.")
-        for name in ("center_momentum", "ema_momentum"):
+        if self.expert_feature_norm not in ("none", "standardize"):
+            raise ValueError(f"expert_feature_norm must be 'none' or 'standardize', got {self.expert_feature_norm!r}.")
+        for name in ("center_momentum", "ema_momentum", "feature_norm_momentum"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
         for name in ("teacher_temperature", "student_temperature"):
@@ -127,8 +140,10 @@ class PatchDistillationConfig(DistillationConfig):
 
     def heads(self) -> tuple[str, ...]:
         """The student heads the active terms need."""
+        norm = self.expert_feature_norm == "standardize" and bool(self.feature_weight or self.relation_sample_weight)
         pairs = [("feature", self.feature_weight), ("token", self.token_weight), ("dino", self.dino_weight),
-                 ("ibot", self.ibot_weight), ("self_distill", self.self_distill_weight)]  # fmt: skip
+                 ("ibot", self.ibot_weight), ("self_distill", self.self_distill_weight),
+                 ("feature_norm", norm)]  # fmt: skip
         return tuple(h for h, w in pairs if w)
 
     def needs_teachers(self) -> bool:
@@ -217,6 +232,23 @@ class PatchDistillationTrainer(DistillationTrainer):
             center.copy_(update_center(center, logits, momentum=args.center_momentum))
         return probs
 
+    def _standardized(self, embeddings: dict[str, torch.Tensor], plain: PatchDistillationStudent, update: bool):
+        """Each expert's embeddings standardised with its running moments (updated first when training)."""
+        out = {}
+        first = bool(plain.feature_norm_updates == 0)
+        for name, emb in embeddings.items():
+            key = expert_key(name)
+            mean, var = getattr(plain, f"feature_mean_{key}"), getattr(plain, f"feature_var_{key}")
+            if update:
+                new_mean, new_var = update_moments(mean, var, emb, momentum=self.args.feature_norm_momentum,
+                                                   first=first)  # fmt: skip
+                mean.copy_(new_mean)
+                var.copy_(new_var)
+            out[name] = standardize_features(emb.detach(), mean, var)
+        if update:
+            plain.feature_norm_updates += 1
+        return out
+
     def compute_loss_terms(self, model, inputs, num_items_in_batch):
         args = self.args
         plain: PatchDistillationStudent = self.accelerator.unwrap_model(model)
@@ -225,6 +257,8 @@ class PatchDistillationTrainer(DistillationTrainer):
         denom = num_items_in_batch if num_items_in_batch is not None else n
         share = n / num_items_in_batch if num_items_in_batch is not None else 1.0
         flat = views.flatten(0, 1)
+        # teachers (and the EMA branch) see the un-jittered views when the collator gives them
+        t_flat = inputs["teacher_views"].flatten(0, 1) if "teacher_views" in inputs else flat
         s = model(flat, mask=masks.flatten(0, 1) if (masks is not None and args.ibot_weight) else None)
         s_emb, s_tok = s["embedding"], s["tokens"]
         stored = inputs.get("teacher_features") or {}
@@ -237,7 +271,7 @@ class PatchDistillationTrainer(DistillationTrainer):
                     f"Expert {e.name!r} is precomputed but the batch has no teacher_features[{e.name!r}]."
                 )
             else:
-                t_out[e.name] = e(flat)
+                t_out[e.name] = e(t_flat)
         w = {name: (args.expert_weights or {}).get(name, 1.0) for name in t_out}
         update = model.training
         loss = s_emb.new_zeros((), dtype=torch.float32)
@@ -248,8 +282,11 @@ class PatchDistillationTrainer(DistillationTrainer):
             loss = loss + weight * per_image_sum / v / denom
             terms[f"loss_{name}"] = per_image_sum.detach() / (v * n)
 
+        t_emb = {k: o["embedding"] for k, o in t_out.items()}
+        if "feature_norm" in args.heads():
+            t_emb = self._standardized(t_emb, plain, update)
         if args.feature_weight:
-            targets = {expert_key(k): o["embedding"] for k, o in t_out.items()}
+            targets = {expert_key(k): e for k, e in t_emb.items()}
             value = multi_expert_kd_loss(s_emb, targets, projections=plain.feature_heads, kind=args.feature_kind,
                                          weights={expert_key(k): x for k, x in w.items()})  # fmt: skip
             add("feature", args.feature_weight, value)
@@ -262,9 +299,9 @@ class PatchDistillationTrainer(DistillationTrainer):
             value = sum(w[k] * region_relation_loss(s_tok, o["tokens"]) for k, o in t_out.items())
             add("relation_region", args.relation_region_weight, value)
         if args.relation_sample_weight and n > 1:
-            value = sum(w[k] * sample_relation_loss(s_emb[i * n : (i + 1) * n], o["embedding"][i * n : (i + 1) * n],
+            value = sum(w[k] * sample_relation_loss(s_emb[i * n : (i + 1) * n], t[i * n : (i + 1) * n],
                                                     kind=args.relation_sample_kind)
-                        for k, o in t_out.items() for i in range(v)) / v  # fmt: skip
+                        for k, t in t_emb.items() for i in range(v)) / v  # fmt: skip
             loss = loss + share * args.relation_sample_weight * value
             terms["loss_relation_sample"] = value.detach()
         local_emb = None
@@ -295,7 +332,7 @@ class PatchDistillationTrainer(DistillationTrainer):
             add("ibot", args.ibot_weight, value)
         if args.self_distill_weight:
             with torch.no_grad():
-                ema_logits = plain.ema_head(plain.ema_encoder(plain.encoder.normalize(flat))["embedding"])
+                ema_logits = plain.ema_head(plain.ema_encoder(plain.encoder.normalize(t_flat))["embedding"])
             probs = self._targets(ema_logits.view(v, n, -1), "self_center", plain, update)
             s_logits = plain.self_head(s_emb).view(v, n, -1)
             if local_emb is not None:
