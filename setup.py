@@ -17,5 +17,8 @@ for name, folder in ROOTS.items():
     ]
 
 setup(
-    packages=packages, package_dir=ROOTS, include_package_data=True, package_data={"": ["*.json", "*.py.j2", "*.md"]}
+    packages=packages,
+    package_dir=ROOTS,
+    include_package_data=True,
+    package_data={"": ["*.json", "*.py.j2", "*.md", "*.html"]},
 )
