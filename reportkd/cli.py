@@ -24,10 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("reportkd.commands.demo", "Main job: teacher ensemble → distilled student → abstention at 97% accuracy."),
     "calibrate": ("reportkd.commands.calibrate", "Calibrate abstention thresholds to a target accuracy."),
     "predict": ("reportkd.commands.predict", "Label reports or abstain, per task, with calibrated thresholds."),
-    "review": (
-        "reportkd.commands.review",
-        "HTML page of the abstained reports for a human coder (highlights, top-3).",
-    ),
+    "review": ("reportkd.commands.review", "HTML review page of the abstained reports for a human coder."),
     "evaluate-abstention": (
         "reportkd.commands.evaluate_abstention",
         "Accuracy, coverage, selective accuracy, AURC, ECE; risk–coverage and reliability plots.",
