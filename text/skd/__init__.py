@@ -9,6 +9,7 @@ from .config import MODES, SKDConfig
 from .data import PromptCompletionCollator, position_ids
 from .model_kind import register_kinds
 from .sampling import SampleOutput, draw_noise, in_filtered_top_k, in_top_k, interleaved_sample, sample_tokens
+from .sharding import is_sharded, shard_frozen_model
 from .trainer import SKDTrainer, shared_vocabulary_size
 
 register_kinds()  # the causal_lm model kind of reportkd.hub (cards, push)
@@ -23,7 +24,9 @@ __all__ = [
     "in_filtered_top_k",
     "in_top_k",
     "interleaved_sample",
+    "is_sharded",
     "position_ids",
     "sample_tokens",
+    "shard_frozen_model",
     "shared_vocabulary_size",
 ]

@@ -79,6 +79,10 @@ class SKDConfig(DistillationConfig):
             code: mean over each sequence's positions, then over the step's sequences, one per prompt).
         seq_kd_loss: ``seq_kd`` loss on the teacher's samples: ``cross_entropy`` (official code, Kim & Rush: SFT on
             the teacher's samples) or ``distillation`` (``loss`` against the teacher's logits at those positions).
+        shard_teacher: With several processes, shard the frozen teacher's weights across them (FSDP2, one unit per
+            decoder layer): each process holds ``1/N`` of the teacher, and sampling keeps the processes in step
+            (every process runs the same rounds; finished ones on padding). The student stays data-parallel. The
+            teacher module passed in is sharded in place. Ignored with one process (nothing to shard).
     """
 
     mode: str = field(default="skd", metadata={"help": "Data the student learns from: " + ", ".join(MODES) + "."})
@@ -134,6 +138,10 @@ class SKDConfig(DistillationConfig):
     seq_kd_loss: str = field(
         default="cross_entropy", metadata={"help": "seq_kd loss: cross_entropy (official) or distillation."}
     )
+    shard_teacher: bool = field(
+        default=False,
+        metadata={"help": "Shard the teacher across processes (FSDP2): each holds 1/N of it; sampling stays in step."},
+    )
 
     def __post_init__(self):
         for name in ("model_init_kwargs", "teacher_model_init_kwargs"):
@@ -178,6 +186,11 @@ class SKDConfig(DistillationConfig):
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}.")
         if self.max_completion_length < 1:
             raise ValueError(f"max_completion_length must be >= 1, got {self.max_completion_length}.")
+        if self.shard_teacher and "device_map" in (self.teacher_model_init_kwargs or {}):
+            raise ValueError(
+                "shard_teacher places the teacher's shards itself: drop device_map from teacher_model_init_kwargs "
+                "(or set shard_teacher=False to keep device_map)."
+            )
         if self.max_prompt_length is not None and self.max_prompt_length < 1:
             raise ValueError(f"max_prompt_length must be >= 1 or None, got {self.max_prompt_length}.")
 

@@ -26,6 +26,13 @@ naive loop without caches, given the same noise; hence the same distribution.
 final prefix, so the verification logits are the teacher's logits of the final sequence at each completion
 position. They are returned (``teacher_logits``) and the loss needs no second teacher pass.
 
+**Processes in step** (``synced=True``). A model sharded across processes (FSDP, ZeRO-3) gathers its weights in
+every forward, a collective, so every process must run the same number of forwards. Each round starts with one
+all-reduce of (rows still running, tokens judged, tokens kept); a process whose rows are all done keeps running
+rounds on them as padding (nothing is recorded) until every process is done, as ``transformers``' ``synced_gpus``
+does, and the block length γ comes from the acceptance over all processes, so sharded students also stay in step.
+The samples are the same as unsynced: they never depend on γ or on the number of rounds.
+
 Limitation: models with sliding-window attention count holes as positions of their window.
 """
 
@@ -36,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from transformers import DynamicCache, LlamaForCausalLM
 
@@ -187,6 +195,20 @@ def best_draft_length(acceptance: float, max_draft: int, teacher_cost: float = 1
     return best
 
 
+def world_size() -> int:
+    """Processes of the default ``torch.distributed`` group (1 when it is not initialised)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _sums(values: Sequence[float], device: torch.device, synced: bool) -> list[float]:
+    """``values`` summed over the processes (one all-reduce) when ``synced``, else as given."""
+    if not synced or world_size() == 1:
+        return [float(v) for v in values]
+    total = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
 def draw_noise(
     batch_size: int, max_new_tokens: int, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,6 +301,7 @@ def interleaved_sample(
     return_teacher_logits: bool = True,
     adaptive_draft: bool = True,
     acceptance_prior: float = 0.8,
+    synced: bool = False,
 ) -> SampleOutput:
     """Samples completions: SKD interleaving (student and teacher), on-policy (student only) or teacher only.
 
@@ -306,6 +329,9 @@ def interleaved_sample(
         adaptive_draft: Pick each round's block length in ``[1, num_draft_tokens]`` from the acceptance rate seen
             so far (:func:`best_draft_length`). The samples do not depend on the block length, only the speed.
         acceptance_prior: Acceptance rate assumed before any token is judged (weight of two tokens).
+        synced: Keep every process of the default process group in step (needed when student or teacher is sharded
+            across processes, e.g. FSDP): all run the same rounds with the same γ, finished ones on padding. Every
+            process must call this function the same number of times.
     """
     if student is None and teacher is None:
         raise ValueError("interleaved_sample needs a student, a teacher or both.")
@@ -342,7 +368,8 @@ def interleaved_sample(
             else (teacher_temperature, teacher_top_p, u_teacher)
         )  # fmt: skip
         stream = _Stream(model, vocab_size)
-        _decode_alone(stream, state, *params, keep_logits=return_teacher_logits and teacher is not None)
+        keep = return_teacher_logits and teacher is not None
+        _decode_alone(stream, state, *params, keep_logits=keep, synced=synced)
         out = state.output(from_teacher=teacher is not None)
         if student is None:
             out.teacher_forwards = stream.calls
@@ -350,11 +377,16 @@ def interleaved_sample(
             out.student_forwards = stream.calls
         return out
     s_stream, t_stream = _Stream(student, vocab_size), _Stream(teacher, vocab_size)
-    while not state.done.all():
+    prior, n_proc = acceptance_prior, world_size() if synced else 1
+    while True:  # one all-reduce per round when synced: rows running, judged and kept tokens, the prior
+        values = [int((~state.done).sum()), state.proposed, state.accepted, acceptance_prior]
+        running, proposed, accepted, prior_sum = _sums(values, device, synced)
+        if running == 0:
+            break
         gamma = num_draft_tokens
         if adaptive_draft:
-            alpha = (state.accepted + 2 * acceptance_prior) / (state.proposed + 2)
-            gamma = best_draft_length(alpha, num_draft_tokens)
+            prior = prior_sum / n_proc  # the same on every process (each passes its own running rate)
+            gamma = best_draft_length((accepted + 2 * prior) / (proposed + 2), num_draft_tokens)
         _skd_round(
             s_stream, t_stream, state, gamma, top_k, acceptance,
             (student_temperature, student_top_p, u_student), (teacher_temperature, teacher_top_p, u_teacher),
@@ -417,7 +449,9 @@ class _State:
         )  # fmt: skip
 
 
-def _decode_alone(stream: _Stream, state: _State, temperature: float, top_p: float, u, keep_logits: bool) -> None:
+def _decode_alone(
+    stream: _Stream, state: _State, temperature: float, top_p: float, u, keep_logits: bool, synced: bool
+) -> None:
     next_logits = stream.feed(state.ids, state.keep, state.ids.shape[1], last=1)[:, -1]  # prompts are left-padded
     while True:
         token = sample_tokens(next_logits, state.noise_at(u, 0), temperature=temperature, top_p=top_p)
@@ -426,7 +460,7 @@ def _decode_alone(stream: _Stream, state: _State, temperature: float, top_p: flo
         rows = state.rows[alive]
         state.record(rows, state.n_gen[alive], token[alive], next_logits[alive] if keep_logits else None, True)
         state.finish(token, alive.long())
-        if state.done.all():
+        if _sums([int((~state.done).sum())], state.rows.device, synced)[0] == 0:
             return
         state.append(token, ~state.done)
         next_logits = stream.feed(state.ids, state.keep, state.ids.shape[1])[:, -1]

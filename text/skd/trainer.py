@@ -21,6 +21,7 @@ from reportkd.trainer import LOGIT_LOSSES, DistillationTrainer, load_teacher
 from .config import SKDConfig
 from .data import IGNORE_INDEX, PromptCompletionCollator, position_ids
 from .sampling import SampleOutput, draw_noise, interleaved_sample
+from .sharding import is_sharded, shard_frozen_model
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +197,8 @@ class SKDTrainer(DistillationTrainer):
                 **(args.teacher_model_init_kwargs or {}),
             )  # fmt: skip
             self.vocab_size = shared_vocabulary_size(model, teacher, processing_class)
+            if args.shard_teacher and args.world_size > 1:  # before any device move: only 1/N reaches the device
+                teacher = shard_frozen_model(teacher, args.device)
         else:
             self.vocab_size = vocabulary_rows(model)
         if args.disable_dropout:
@@ -211,7 +214,9 @@ class SKDTrainer(DistillationTrainer):
             processing_class=processing_class, **kwargs,
         )  # fmt: skip
         self.pad_token_id, self.eos_token_id = self._special_ids(processing_class, model)
-        self._source_rng = random.Random(args.seed * 1_000_003 + self.accelerator.process_index)
+        # One draw per micro-batch, the same on every process: all sample (or none) together, which keeps sharded
+        # models in step and makes N processes equal one process with an N times larger batch.
+        self._source_rng = random.Random(args.seed * 1_000_003)
         self._metrics: dict[str, float] = dict.fromkeys(_METRIC_KEYS, 0.0)
         self._generation_seconds = 0.0
         self._window_start: float | None = None
@@ -251,6 +256,7 @@ class SKDTrainer(DistillationTrainer):
         generator: torch.Generator | None = None,
         return_teacher_logits: bool = True,
         acceptance_prior: float = 0.8,
+        synced: bool = False,
     ) -> SampleOutput:
         """Samples completions with the knobs of ``args``: SKD with both models, on-policy with ``teacher=None``,
         sequence-level KD with ``student=None``.
@@ -268,6 +274,7 @@ class SKDTrainer(DistillationTrainer):
             generator: Random generator when ``seeds`` is not given.
             return_teacher_logits: Keep the teacher's logits at every completion position.
             acceptance_prior: Expected acceptance rate (sets the first block length; speed only).
+            synced: Keep all processes in step (a model sharded across them; see :func:`interleaved_sample`).
         """
         noise = draw_noise(prompt_ids.shape[0], args.max_completion_length, generator, seeds)
         student_temperature, student_top_p = args.student_sampling()
@@ -278,8 +285,14 @@ class SKDTrainer(DistillationTrainer):
             teacher_temperature=args.teacher_temperature,
             teacher_top_p=args.teacher_top_p, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
             vocab_size=vocab_size, noise=noise, return_teacher_logits=return_teacher_logits,
-            acceptance_prior=acceptance_prior,
+            acceptance_prior=acceptance_prior, synced=synced,
         )  # fmt: skip
+
+    def _synced(self) -> bool:
+        """Whether sampling must keep the processes in step: several processes and a sharded teacher or student."""
+        if self.accelerator.num_processes == 1:
+            return False
+        return is_sharded(self.teacher) or is_sharded(self.model) or self.is_fsdp_enabled or self.is_deepspeed_enabled
 
     def _source(self) -> str:
         mode = self.args.mode
@@ -312,7 +325,7 @@ class SKDTrainer(DistillationTrainer):
         out = self.generate_on_policy_outputs(
             student, teacher, batch["prompt_input_ids"], batch["prompt_attention_mask"], self.args,
             pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id, vocab_size=self.vocab_size,
-            seeds=seeds, return_teacher_logits=reuse, acceptance_prior=self._acceptance,
+            seeds=seeds, return_teacher_logits=reuse, acceptance_prior=self._acceptance, synced=self._synced(),
         )  # fmt: skip
         if out.num_proposed:
             self._acceptance = 0.5 * self._acceptance + 0.5 * out.acceptance_rate
