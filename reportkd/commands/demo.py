@@ -31,6 +31,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default="text", help="Column with the report text.")
     p.add_argument("--members", type=int, default=8, help="Teacher ensemble size.")
     p.add_argument(
+        "--teacher-archs",
+        default=None,
+        help="Mixed teacher instead of --members MtCNNs: groups ARCH:MEMBERS[(name=value,...)] separated by commas, "
+        "e.g. 'mtcnn:4,hisan:4' or 'mtcnn:4(kernel_sizes=2/3,dropout=0.3),hisan:4(dropout=0.2)'. Settings: "
+        "embedding_dim, dropout, kernel_sizes, num_filters (mtcnn); attention_heads, attention_dim_per_head, "
+        "words_per_line (hisan); seed, epochs.",
+    )
+    p.add_argument(
+        "--student-arch",
+        default="mtcnn",
+        help="Student and baseline architecture: mtcnn or hisan, optionally with settings, e.g. 'hisan(dropout=0.2)'.",
+    )
+    p.add_argument(
         "--folds", type=int, default=1, help="Out-of-fold soft labels over this many folds (1 = off: in-sample)."
     )
     p.add_argument("--epochs", type=int, default=8, help="Epochs for every model (same budget).")
@@ -94,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         counterfactuals=args.counterfactuals,
         text_column=args.text_column,
         members=args.members,
+        teacher_archs=args.teacher_archs,
+        student_arch=args.student_arch,
         folds=args.folds,
         alpha=args.alpha,
         temperature=args.temperature,
@@ -127,11 +142,12 @@ def run(args: argparse.Namespace) -> int:
         f"\nData: {origin}: {d['kept']} reports kept, {d['skipped_empty']} skipped (empty/short text); "
         f"split {d['train']}/{d['calibration']}/{d['test']} train/calibration/test."
     )
+    teacher = f"{job.members} MtCNNs" if job.teacher_archs is None else f"{job.teacher_archs} ({job.members} members)"
     print(
-        f"Teacher: {job.members} MtCNNs ("
+        f"Teacher: {teacher} ("
         + (f"{job.folds}-fold out-of-fold soft labels" if job.folds > 1 else "in-sample soft labels")
-        + "); "
-        f"student α={job.alpha}, T={job.temperature}; thresholds calibrated at "
+        + f", {results['teacher']['wall_time_s'] or 0:.0f} s); "
+        f"student {job.student_arch} α={job.alpha}, T={job.temperature}; thresholds calibrated at "
         f"{job.target_accuracy:.0%} on the calibration split, reported on the test split.\n"
     )
     print(format_table(results))

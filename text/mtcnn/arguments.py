@@ -13,6 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .specs import (
+    TeacherSpec,
+    format_student_arch,
+    format_teacher_archs,
+    parse_student_arch,
+    parse_teacher_archs,
+)
+
 TASKS = ["organ", "cancer_type", "histology", "grade", "t_stage", "laterality", "behavior"]
 
 
@@ -34,7 +42,11 @@ class MtCNNJobArguments:
         num_filters: Filters per convolution window (paper: 300).
         kernel_sizes: Convolution windows.
         dropout: Dropout before the heads.
-        members: Teacher ensemble size.
+        members: Teacher ensemble size (with ``teacher_archs``: set to the groups' total).
+        teacher_archs: A mixed teacher instead of ``members`` MtCNNs: groups ``ARCH:MEMBERS`` separated by commas,
+            each with optional settings, e.g. ``"mtcnn:4,hisan:4"`` or ``"mtcnn:4(kernel_sizes=2/3,dropout=0.3),
+            hisan:4(dropout=0.2)"`` (see :mod:`reportkd.text.mtcnn.specs`); the soft labels average all members of
+            all groups (out-of-fold with ``folds`` > 1, which must divide every group's members).
         member_sampling: ``"folds"`` (members split over ``folds`` folds, out-of-fold soft labels) or ``"bagging"``
             (each member trains on a random ``bag_fraction`` of the reports; out-of-bag soft labels).
         folds: Folds of ``member_sampling="folds"`` (1: every member trains on every report).
@@ -49,6 +61,8 @@ class MtCNNJobArguments:
         counterfactuals: CoD transfer data: ``"none"``, ``"add"`` (one counterfactual per training report, added)
             or ``"equal"`` (half the training reports plus their counterfactuals, the same size).
         cod_max_edits: Most words deleted per counterfactual.
+        student_arch: Architecture of the student and of the hard-label baseline: ``"mtcnn"`` (default) or
+            ``"hisan"``, optionally with settings, e.g. ``"hisan(dropout=0.2)"``. The DAC stays an MtCNN.
         alpha: Weight of the soft labels in the student's loss (``1 - alpha`` weights the hard labels).
         temperature: Distillation temperature (> 0).
         task_weights: Optional task → loss weight (dict or JSON object) for ensemble, baseline and student.
@@ -75,7 +89,16 @@ class MtCNNJobArguments:
     num_filters: int = field(default=64, metadata={"help": "Filters per convolution window (paper: 300)."})
     kernel_sizes: list[int] = field(default_factory=lambda: [3, 4, 5], metadata={"help": "Convolution windows."})
     dropout: float = field(default=0.5, metadata={"help": "Dropout before the heads, in [0, 1)."})
-    members: int = field(default=8, metadata={"help": "Teacher ensemble size."})
+    members: int = field(default=8, metadata={"help": "Teacher ensemble size (with teacher_archs: their total)."})
+    teacher_archs: str | None = field(
+        default=None,
+        metadata={
+            "help": "Mixed teacher groups instead of `members` MtCNNs: ARCH:MEMBERS[(name=value,...)] separated by "
+            "commas, e.g. 'mtcnn:4,hisan:4' or 'mtcnn:4(kernel_sizes=2/3,dropout=0.3),hisan:4(dropout=0.2)'. "
+            "Settings: embedding_dim, dropout, kernel_sizes (3/4/5), num_filters, member_chunk_size (mtcnn); "
+            "attention_heads, attention_dim_per_head, words_per_line (hisan); seed, epochs."
+        },
+    )
     member_sampling: str = field(default="folds", metadata={"help": "'folds' or 'bagging'."})
     folds: int = field(default=1, metadata={"help": "Out-of-fold soft labels over this many folds (1: off)."})
     bag_fraction: float = field(default=0.632, metadata={"help": "Share of reports per bagged member."})
@@ -88,6 +111,10 @@ class MtCNNJobArguments:
     unlabelled: str | None = field(default=None, metadata={"help": "Reports file, no labels: extra transfer data."})
     counterfactuals: str = field(default="none", metadata={"help": "CoD transfer data: 'none', 'add' or 'equal'."})
     cod_max_edits: int = field(default=4, metadata={"help": "Most words deleted per counterfactual, >= 1."})
+    student_arch: str = field(
+        default="mtcnn",
+        metadata={"help": "Student and baseline architecture: 'mtcnn' or 'hisan', optionally 'hisan(dropout=0.2)'."},
+    )
     alpha: float = field(default=1.0, metadata={"help": "Weight of the soft labels in the student loss, in [0, 1]."})
     temperature: float = field(default=1.0, metadata={"help": "Distillation temperature (> 0)."})
     task_weights: dict[str, float] | str | None = field(
@@ -110,6 +137,15 @@ class MtCNNJobArguments:
             raise ValueError("Give at least one task column (tasks).")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be distinct, got {self.tasks}.")
+        groups = parse_teacher_archs(self.teacher_archs)
+        self.teacher_archs = None if groups is None else format_teacher_archs(groups)
+        self.student_arch = format_student_arch(parse_student_arch(self.student_arch))
+        if groups is not None:
+            self.members = sum(g.members for g in groups)
+            uneven = [g.members for g in groups if self.folds > 1 and g.members % self.folds]
+            if uneven:
+                raise ValueError(f"folds ({self.folds}) must divide the members of every teacher_archs group, got "
+                                 f"{uneven}; change the group sizes or folds.")  # fmt: skip
         _check(self.members >= 1, "members", self.members, ">= 1")
         if self.folds < 1 or (self.folds > 1 and self.members % self.folds):
             raise ValueError(f"folds must be >= 1 and divide members ({self.members}), got {self.folds}.")
@@ -124,6 +160,9 @@ class MtCNNJobArguments:
         if self.counterfactuals not in ("none", "add", "equal"):
             raise ValueError(f"counterfactuals must be 'none', 'add' or 'equal', got {self.counterfactuals!r}.")
         _check(self.cod_max_edits >= 1, "cod_max_edits", self.cod_max_edits, ">= 1")
+        if self.counterfactuals != "none" and groups is not None:
+            raise ValueError("counterfactuals need an MtCNN-only teacher (saliency through one embedding table); "
+                             "drop teacher_archs or set counterfactuals='none'.")  # fmt: skip
         if self.unlabelled == "":
             self.unlabelled = None
         if self.unlabelled is not None and not os.path.isfile(self.unlabelled):
@@ -164,7 +203,20 @@ class MtCNNJobArguments:
     def teacher_fields(self) -> dict[str, Any]:
         """The teacher-ensemble settings."""
         names = ("members", "member_sampling", "folds", "bag_fraction", "teacher_epochs")
-        return {n: getattr(self, n) for n in names}
+        out = {n: getattr(self, n) for n in names}
+        if self.teacher_archs is not None:  # only when set: runs from before the option keep their hashes
+            out["teacher_archs"] = self.teacher_archs
+        return out
+
+    @property
+    def teacher_groups(self) -> list[TeacherSpec] | None:
+        """The parsed ``teacher_archs`` (None: one MtCNN ensemble of ``members``)."""
+        return parse_teacher_archs(self.teacher_archs)
+
+    @property
+    def student_spec(self) -> TeacherSpec:
+        """The parsed ``student_arch``."""
+        return parse_student_arch(self.student_arch)
 
     @property
     def transfer_fields(self) -> dict[str, Any]:

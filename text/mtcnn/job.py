@@ -4,7 +4,8 @@
 (every stage gets its own output folder and sets only what it must) and writes into ``output_dir``::
 
     student/  baseline/  dac/      model, tokenizer, thresholds.json, eval_results.json, distillation.json
-    ensemble/                      the teacher ensemble (model, tokenizer)
+    ensemble/                      the teacher ensemble (model, tokenizer); a mixed teacher (``teacher_archs``):
+                                   teacher.json and a folder per group (``MixedTeacherEnsemble``)
     soft_labels.safetensors        the teacher's soft labels of the training reports
     results.json                   settings, data counts, per model and task the calibration and test metrics
     work/<stage>/                  trainer output folders (checkpoints when save_strategy asks for them)
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from reportkd.utils import write_json
 
 from . import pipeline as stages
 from .arguments import MtCNNJobArguments
-from .results import job_results, save_results
+from .results import job_results, save_results, teacher_summary
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +195,8 @@ def stage_settings(
               "training": training_fingerprint(args), "task_weights": job.task_weights}  # fmt: skip
     s: dict[str, dict[str, Any]] = {"teacher": {**common, **job.teacher_fields}}
     s["soft_labels"] = {"teacher": _hash(s["teacher"])}
+    if job.student_arch != "mtcnn":  # only when set: runs from before the option keep their hashes
+        common["student_arch"] = job.student_arch
     s["baseline"] = dict(common)
     transfer = {**job.transfer_fields, "unlabelled": job.unlabelled and data_fingerprint(job.unlabelled)}
     s["student"] = {**common, "soft_labels": _hash(s["soft_labels"]), "alpha": job.alpha,
@@ -318,14 +322,47 @@ def run_mtcnn_job(
 
     kw = {"callbacks": callbacks}
     models: dict[str, Any] = {}
-    models["ensemble"] = model_stage("teacher", "ensemble", lambda d, r: stages.train_teacher_ensemble(
-        prepared, job, training_args, d, resume_from_checkpoint=r, **kw))  # fmt: skip
+    timing_path = out / "work" / "teacher_time.json"
+
+    def train_teacher(d, r):
+        started = time.perf_counter()
+        if job.teacher_archs is None:
+            model = stages.train_teacher_ensemble(prepared, job, training_args, d, resume_from_checkpoint=r, **kw)
+        else:  # a stage cut short retrains its groups (they keep no checkpoints)
+            from .teachers import MixedTeacherEnsemble, train_teacher_groups
+
+            model = MixedTeacherEnsemble(train_teacher_groups(prepared, job, training_args, job.teacher_groups, d,
+                                                              **kw))  # fmt: skip
+        if process.is_main_process:
+            write_json(timing_path, {"wall_time_s": time.perf_counter() - started})
+        return model
+
+    if job.teacher_archs is None:
+        models["ensemble"] = model_stage("teacher", "ensemble", train_teacher)
+    else:
+        from .teachers import MixedTeacherEnsemble
+
+        def build_mixed(resume_from):
+            model = train_teacher(out / "work" / "teacher", resume_from)
+            if process.is_main_process:
+                model.save_pretrained(out / "ensemble")
+                prepared.tokenizer.save_pretrained(out / "ensemble")
+            return model
+
+        models["ensemble"] = stage("teacher", build_mixed, lambda: MixedTeacherEnsemble.from_pretrained(
+            out / "ensemble", job, len(prepared.train)))  # fmt: skip
     soft_path = out / "soft_labels.safetensors"
 
     def build_soft(_):
-        soft = stages.soft_labels(models["ensemble"], prepared, job, seed)
+        if job.teacher_archs is None:
+            soft = stages.soft_labels(models["ensemble"], prepared, job, seed)
+        else:
+            from .teachers import mixed_soft_labels
+
+            soft = mixed_soft_labels(models["ensemble"].groups, prepared.train, prepared.tokenizer.pad_token_id)[0]
         if process.is_main_process:
             meta = {"members": job.members, "folds": job.folds, "member_sampling": job.member_sampling}
+            meta.update({"teacher_archs": job.teacher_archs} if job.teacher_archs else {})
             save_soft_labels(soft_path, prepared.train["id"], soft, prepared.task_labels, meta)
         return soft
 
@@ -352,6 +389,8 @@ def run_mtcnn_job(
 
     def build_calibration(_):
         results, calibrations = job_results(models, prepared, job, training_args, source, data_description)
+        wall = json.loads(timing_path.read_text())["wall_time_s"] if timing_path.is_file() else None
+        results["teacher"] = teacher_summary(models["ensemble"], prepared, job, seed, wall)
         if counts_path.is_file():  # transfer data the student saw besides the training reports
             results["data"]["transfer"] = json.loads(counts_path.read_text())
         if process.is_main_process:

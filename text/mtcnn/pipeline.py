@@ -38,6 +38,7 @@ from .configuration_mtcnn import MtCNNConfig
 from .ensemble import MemberGradClipCallback, MtCNNEnsembleForReportClassification, fold_member_mask
 from .modeling_mtcnn import MtCNNForReportClassification
 from .predict import labels_by_task, predict_member_probs, predict_probs
+from .specs import group_job, member_config
 from .tokenization import train_word_tokenizer
 from .trainer import MtCNNDistillationConfig, MtCNNDistillationTrainer
 
@@ -99,6 +100,27 @@ def model_config(prepared: PreparedData, job: MtCNNJobArguments, members: int = 
         task_labels=prepared.task_labels,
         num_members=members,
     )
+
+
+def student_config(prepared: PreparedData, job: MtCNNJobArguments):
+    """The config of the student and the hard-label baseline: ``job.student_arch`` (MtCNN or HiSAN) with its sizes.
+
+    Args:
+        prepared: Data from :func:`prepare_data`.
+        job: The job settings.
+    """
+    spec = job.student_spec
+    tok = prepared.tokenizer
+    return member_config(len(tok), tok.pad_token_id, prepared.task_labels, group_job(job, spec, student=True), spec)
+
+
+def build_classifier(config) -> torch.nn.Module:
+    """A fresh report classifier for ``config`` (``MtCNNConfig`` or ``HiSANConfig``)."""
+    if getattr(config, "model_type", None) == "hisan":
+        from ..hisan import HiSANForReportClassification
+
+        return HiSANForReportClassification(config)
+    return MtCNNForReportClassification(config)
 
 
 def stage_args(
@@ -306,7 +328,8 @@ def train_single(
     resume_from_checkpoint: str | None = None,
     callbacks: list | None = None,
 ) -> MtCNNForReportClassification:
-    """Trains one MtCNN: the distilled student when ``soft_labels`` are given, else the hard-label baseline.
+    """Trains one classifier (``job.student_arch``): the distilled student when ``soft_labels`` are given, else the
+    hard-label baseline (same architecture and budget).
 
     Args:
         prepared: Data from :func:`prepare_data`.
@@ -315,14 +338,14 @@ def train_single(
         args: The user's training arguments.
         output_dir: The trainer's output folder (checkpoints).
         soft_labels: Task → ``(N_train, C)`` teacher probabilities, or None for the baseline.
-        teacher: The teacher ensemble: labels ``transfer`` rows, and every batch on the fly with
-            ``job.consistent_teaching`` (then ``soft_labels`` are not used).
+        teacher: The teacher (an MtCNN ensemble or a mixed teacher): labels ``transfer`` rows, and every batch on the
+            fly with ``job.consistent_teaching`` (then ``soft_labels`` are not used).
         transfer: Extra rows without hard labels (:func:`transfer_set`).
         resume_from_checkpoint: A checkpoint of this stage to continue from.
         callbacks: Extra trainer callbacks.
     """
     torch.manual_seed(args.seed + 7)
-    model = MtCNNForReportClassification(model_config(prepared, job))
+    model = build_classifier(student_config(prepared, job))
     train = prepared.train
     student = soft_labels is not None
     consistent = student and job.consistent_teaching
@@ -342,7 +365,7 @@ def train_single(
                      probs.items()}  # fmt: skip
         train = attach_teacher_outputs(train, probs)
     config = stage_config("student" if student else "baseline", job, args, output_dir)
-    pad, widest = prepared.tokenizer.pad_token_id, max(job.kernel_sizes)
+    pad, widest = prepared.tokenizer.pad_token_id, max(getattr(model.config, "kernel_sizes", job.kernel_sizes))
     if consistent:
         from .augment import AugmentingCollator, AugmentPolicy
 
@@ -478,6 +501,7 @@ __all__ = [
     "MemberMaskCollator",
     "PreparedData",
     "abstention_report",
+    "build_classifier",
     "labels_by_task",
     "member_training_mask",
     "model_config",
@@ -488,6 +512,7 @@ __all__ = [
     "soft_labels",
     "stage_args",
     "stage_config",
+    "student_config",
     "train_dac",
     "train_single",
     "train_teacher_ensemble",

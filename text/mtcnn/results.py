@@ -96,6 +96,40 @@ def job_results(
     return results, calibrations
 
 
+def teacher_summary(
+    teacher: Any, prepared: PreparedData, job: MtCNNJobArguments, seed: int, wall_time_s: float | None = None
+) -> dict[str, Any]:
+    """``results["teacher"]``: the teacher's spec, size and wall time, and per group its hyperparameters, wall time,
+    out-of-fold training accuracy and test accuracy (:func:`reportkd.text.mtcnn.teachers.group_summaries`).
+
+    Args:
+        teacher: The job's teacher (an MtCNN ensemble or a ``MixedTeacherEnsemble``).
+        prepared: The job's data.
+        job: The job settings.
+        seed: The training seed (the MtCNN-only teacher's masks).
+        wall_time_s: Wall time of the teacher stage (None: unknown, e.g. a run resumed from an older version).
+    """
+    from .pipeline import member_training_mask
+    from .specs import TeacherSpec
+    from .teachers import MixedTeacherEnsemble, TeacherGroup, group_summaries
+
+    if isinstance(teacher, MixedTeacherEnsemble):
+        groups = teacher.groups
+    else:
+        spec = TeacherSpec("mtcnn", members=job.members)
+        trains_on = member_training_mask(job, len(prepared.train), seed)
+        groups = [TeacherGroup(spec, [teacher], trains_on, seed, wall_time_s or float("nan"))]
+    summaries = group_summaries(groups, prepared)
+    for g in summaries:
+        g["wall_time_s"] = None if g["wall_time_s"] != g["wall_time_s"] else g["wall_time_s"]  # NaN: not JSON
+    return {
+        "teacher_archs": job.teacher_archs or f"mtcnn:{job.members}",
+        "members": job.members,
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 1),
+        "groups": summaries,
+    }
+
+
 def save_results(
     out: Path,
     results: dict[str, Any],
@@ -157,11 +191,19 @@ def provenance(name: str, job: MtCNNJobArguments, results: dict[str, Any], comma
             how = f"{job.folds}-fold out-of-fold soft labels"
         else:
             how = "soft labels averaged over all members"
-        teachers = [f"ensemble of {job.members} MtCNNs ({how})"]
+        if job.teacher_archs is None:
+            teachers = [f"ensemble of {job.members} MtCNNs ({how})"]
+        else:
+            groups = ", ".join(f"{g.members} {'MtCNN' if g.architecture == 'mtcnn' else 'HiSAN'}s"
+                               for g in job.teacher_groups)  # fmt: skip
+            teachers = [f"mixed ensemble of {job.members} members: {groups} ({how}; teacher_archs "
+                        f"{job.teacher_archs})"]  # fmt: skip
     else:
         hp = {k: v for k, v in hp.items() if k not in _STUDENT_ONLY}
     if name != "dac":
         hp.pop("dac_targets", None)
+    else:
+        hp.pop("student_arch", None)  # the DAC is an MtCNN whatever the student is
     method = {"student": "ensemble_distillation", "dac": "deep_abstaining_classifier"}.get(name, "hard_label")
     return DistillationInfo(
         method=method, teachers=teachers, training_data=f"{data['train']} reports: {data['source']}",
@@ -170,11 +212,11 @@ def provenance(name: str, job: MtCNNJobArguments, results: dict[str, Any], comma
     )  # fmt: skip
 
 
-_STUDENT_ONLY = ("alpha", "temperature", "members", "member_sampling", "folds", "bag_fraction", "teacher_epochs",
-                 "student_epochs")  # fmt: skip
-_REPORTED_JOB = (*_STUDENT_ONLY, "embedding_dim", "num_filters", "kernel_sizes", "dropout", "max_length",
-                 "min_word_count", "min_class_count", "unknown_as_missing", "task_weights", "dac_targets",
-                 "target_accuracy", "threshold_method", "delta", "split", "split_seed")  # fmt: skip
+_STUDENT_ONLY = ("alpha", "temperature", "members", "teacher_archs", "member_sampling", "folds", "bag_fraction",
+                 "teacher_epochs", "student_epochs")  # fmt: skip
+_REPORTED_JOB = (*_STUDENT_ONLY, "student_arch", "embedding_dim", "num_filters", "kernel_sizes", "dropout",
+                 "max_length", "min_word_count", "min_class_count", "unknown_as_missing", "task_weights",
+                 "dac_targets", "target_accuracy", "threshold_method", "delta", "split", "split_seed")  # fmt: skip
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -204,4 +246,12 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["describe_source", "format_table", "job_results", "provenance", "save_results", "training_summary"]
+__all__ = [
+    "describe_source",
+    "format_table",
+    "job_results",
+    "provenance",
+    "save_results",
+    "teacher_summary",
+    "training_summary",
+]
