@@ -165,6 +165,44 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return out
 
 
+def test_shard_teacher_is_validated_and_needs_processes(tmp_path):
+    from test_skd_trainer import make_args
+
+    from reportkd.text.skd.sharding import shard_frozen_model
+
+    with pytest.raises(ValueError, match="drop device_map"):
+        make_args(tmp_path, shard_teacher=True, teacher_model_init_kwargs={"device_map": "auto"})
+    assert make_args(tmp_path, shard_teacher=True).shard_teacher
+    if not torch.distributed.is_initialized():
+        with pytest.raises(RuntimeError, match="accelerate launch"):
+            shard_frozen_model(_models()[1], "cpu")
+
+
+def test_one_process_keeps_the_teacher_whole_and_synced_sampling_changes_nothing(tmp_path):
+    from datasets import Dataset
+    from test_skd_trainer import make_args
+
+    from reportkd.text.skd import SKDTrainer, interleaved_sample, is_sharded
+    from reportkd.text.skd.models import causal_lm_from_config, train_bpe_tokenizer
+
+    student, teacher = _models()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, 40, (3, 6), generator=g)
+    kwargs = dict(max_new_tokens=10, top_k=3, eos_token_id=1, noise=(torch.rand(3, 10, generator=g),) * 2)
+    a = interleaved_sample(student, teacher, ids, **kwargs)
+    b = interleaved_sample(student, teacher, ids, **kwargs, synced=True)  # no process group: a no-op
+    assert torch.equal(a.completion_ids, b.completion_ids) and a.teacher_forwards == b.teacher_forwards
+    rows = [{"prompt": "grade 2 tumour", "completion": " grade 2"}] * 4
+    tok = train_bpe_tokenizer([r["prompt"] + r["completion"] for r in rows], vocab_size=280)
+    config = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "num_key_value_heads": 1}  # fmt: skip
+    trainer = SKDTrainer(
+        model=causal_lm_from_config(config, tok, seed=1), teacher_model=causal_lm_from_config(config, tok, seed=0),
+        args=make_args(tmp_path, shard_teacher=True), train_dataset=Dataset.from_list(rows), processing_class=tok,
+    )  # fmt: skip
+    assert not is_sharded(trainer.teacher) and not trainer._synced()
+
+
 @pytest.mark.slow
 def test_sharded_sampler_stays_in_step_and_matches_whole_models(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

@@ -37,6 +37,7 @@ from reportkd.recipes import RecipeArguments, RecipeParser, prepare_output_dir, 
 from .config import MODES, SKDConfig
 from .models import causal_lm_from_config, train_bpe_tokenizer
 from .report_task import DEFAULT_DATA, describe_data, format_table, load_splits, score
+from .sharding import shard_frozen_model
 from .trainer import SKDTrainer
 
 NAME = "skd_report_generation"
@@ -272,7 +273,10 @@ def prepare(
         teacher_seconds = time.perf_counter() - start
         if reused:  # keep the training time of the run that trained it
             teacher_seconds = results.get("teacher", {}).get("train_seconds", teacher_seconds)
-    teacher = teacher.to(training_args.device)
+    if training_args.shard_teacher and state.num_processes > 1:  # before any device move: 1/N per device
+        teacher = shard_frozen_model(teacher, training_args.device)
+    else:
+        teacher = teacher.to(training_args.device)
     teacher_name = training_args.teacher_model_name_or_path or (
         f"{model_args.teacher_config['model_type']} teacher built here, fine-tuned on the same reports "
         f"({script_args.teacher_steps} SFT steps)"

@@ -23,6 +23,7 @@ from reportkd.metrics import evaluate_generations
 
 from .data import PromptCompletionCollator
 from .sampling import interleaved_sample
+from .sharding import is_sharded
 
 logger = logging.getLogger(__name__)
 # the TCGA reports next to a source checkout (../shared/data); pass data_path elsewhere
@@ -164,7 +165,7 @@ def generate(
             mask[row, width - len(encoded[i]) :] = 1
         out = interleaved_sample(
             model, None, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens, student_temperature=0.0,
-            eos_token_id=tok.eos_token_id, pad_token_id=collator.pad_token_id,
+            eos_token_id=tok.eos_token_id, pad_token_id=collator.pad_token_id, synced=is_sharded(model),
         )  # fmt: skip
         for row, i in enumerate(idx):
             outputs[i] = tok.decode(
