@@ -9,7 +9,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,31 +57,217 @@ def as_label(value: Any) -> str:
     return str(value)
 
 
-def read_records(path: Path) -> list[dict]:
+# --------------------------------------------------------------------------------------- where reports come from
+REPORT_SUFFIXES = (
+    ".jsonl",
+    ".jsonl.gz",
+    ".ndjson",
+    ".json",
+    ".json.gz",
+    ".csv",
+    ".csv.gz",
+    ".tsv",
+    ".tsv.gz",
+    ".parquet",
+)
+DATASET_SCHEMES = ("hf", "json", "csv", "parquet")
+DATA_SPEC_SYNTAX = (
+    "a local file (.jsonl[.gz], .json, .csv[.gz], .tsv, .parquet) or a datasets spec: hf:ORG/NAME[/CONFIG][:SPLIT] "
+    "(a Hugging Face Hub dataset), json:GLOB[:SPLIT], csv:GLOB[:SPLIT] or parquet:GLOB[:SPLIT] (local files read by "
+    "datasets.load_dataset); SPLIT defaults to train and may slice, e.g. test[:1000]"
+)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A ``datasets.load_dataset`` source written as one string (see :func:`parse_data_spec`).
+
+    Args:
+        scheme: ``"hf"`` (a hub dataset) or a packaged builder (``"json"``, ``"csv"``, ``"parquet"``).
+        path: The hub id, or the glob of local files.
+        config: The hub dataset's configuration (``ORG/NAME/CONFIG``), or None.
+        split: The split (``"train"`` by default; ``datasets`` slicing such as ``test[:10%]`` allowed).
+    """
+
+    scheme: str
+    path: str
+    config: str | None = None
+    split: str = "train"
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``datasets.load_dataset``."""
+        if self.scheme == "hf":
+            return {"path": self.path, "name": self.config, "split": self.split}
+        return {"path": self.scheme, "data_files": self.path, "split": self.split}
+
+    def __str__(self) -> str:
+        config = f"/{self.config}" if self.config else ""
+        return f"{self.scheme}:{self.path}{config}:{self.split}"
+
+
+def parse_data_spec(source: str | os.PathLike) -> DatasetSpec | None:
+    """The :class:`DatasetSpec` a ``--data`` value names, or None when it is a local file path.
+
+    An existing path is always a file. Otherwise ``hf:ORG/NAME[/CONFIG][:SPLIT]`` names a hub dataset and
+    ``json:GLOB[:SPLIT]`` / ``csv:GLOB[:SPLIT]`` / ``parquet:GLOB[:SPLIT]`` local files read by ``datasets``.
+
+    Args:
+        source: The ``--data`` value.
+    """
+    if isinstance(source, os.PathLike) or Path(source).exists():
+        return None
+    scheme, sep, rest = str(source).partition(":")
+    if not sep or scheme not in DATASET_SCHEMES:
+        return None
+    path, _, split = rest.partition(":")
+    config = None
+    if scheme == "hf" and path.count("/") == 2:
+        path, config = path.rsplit("/", 1)
+    if not path or (scheme == "hf" and path.count("/") > 1) or (sep and rest.endswith(":")):
+        raise ValueError(f"Bad --data spec {str(source)!r}: use {DATA_SPEC_SYNTAX}.")
+    return DatasetSpec(scheme, path, config, split or "train")
+
+
+def load_dataset_spec(spec: DatasetSpec, *, streaming: bool = False) -> Any:
+    """``datasets.load_dataset`` of ``spec``; any failure becomes one line naming the source and the fix.
+
+    Args:
+        spec: The source.
+        streaming: Return an ``IterableDataset`` (rows read lazily; no split slicing).
+    """
+    from .errors import RuntimeFailure, UsageError
+
+    try:
+        import datasets
+    except ImportError:  # a core dependency today; kept for slim installs
+        raise ImportError("--data with a datasets spec needs the datasets package: pip install datasets") from None
+    if spec.scheme != "hf":
+        import glob
+
+        if not glob.glob(spec.path, recursive=True):
+            raise FileNotFoundError(f"No file matches {spec.path!r} (from --data {spec}); check the path or glob.")
+    what = f"the hub dataset {spec.path!r}" if spec.scheme == "hf" else f"{spec.scheme} files {spec.path!r}"
+    try:
+        return datasets.load_dataset(**spec.load_kwargs(), streaming=streaming)
+    except (ValueError, KeyError) as e:  # unknown split or configuration, bad slicing
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"Cannot load {what} split {spec.split!r}: {first}. Fix the spec: {DATA_SPEC_SYNTAX}.") from e
+    except Exception as e:  # offline, unknown or gated id, network
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        fix = (
+            "check the id, the network and `hf auth login` for gated datasets; offline, download it once and set "
+            "HF_HUB_OFFLINE=1, or export it to a file and pass --data FILE"
+            if spec.scheme == "hf"
+            else "check the files and their format"
+        )
+        raise RuntimeFailure(f"Cannot load {what} with datasets ({type(e).__name__}: {first}); {fix}.") from e
+
+
+def _chunks(rows: Iterable[dict], chunk_size: int | None) -> Iterator[list[dict]]:
+    chunk: list[dict] = []
+    for row in rows:
+        chunk.append(row)
+        if chunk_size and len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _jsonl_rows(path: Path, opener: Any) -> Iterator[dict]:
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {lineno} is not valid JSON ({e.msg}).") from None
+
+
+def _file_chunks(path: Path, chunk_size: int | None) -> Iterator[list[dict]]:
     name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")):
-        opener = gzip.open if name.endswith(".gz") else open
-        records = []
+    opener = gzip.open if name.endswith(".gz") else open
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        yield from _chunks(_jsonl_rows(path, opener), chunk_size)
+    elif name.endswith((".json", ".json.gz")):  # one JSON document: read whole, then chunked
         with opener(path, "rt", encoding="utf-8") as f:
-            if name.endswith((".json", ".json.gz")):
-                data = json.load(f)
-                return list(data) if isinstance(data, list) else list(data.get("data", []))
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}: line {lineno} is not valid JSON ({e.msg}).") from None
-        return records
-    if name.endswith((".csv", ".csv.gz", ".tsv")):
+            data = json.load(f)
+        yield from _chunks(data if isinstance(data, list) else data.get("data", []), chunk_size)
+    elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
         import pandas as pd
 
-        return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",").to_dict("records")
-    if name.endswith(".parquet"):
-        import pandas as pd
+        sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+        if chunk_size is None:
+            yield pd.read_csv(path, sep=sep).to_dict("records")
+        else:
+            with pd.read_csv(path, sep=sep, chunksize=chunk_size) as reader:
+                for frame in reader:
+                    yield frame.to_dict("records")
+    elif name.endswith(".parquet"):
+        import pyarrow.parquet as pq
 
-        return pd.read_parquet(path).to_dict("records")
-    raise ValueError(f"Unsupported report file {path.name!r}: use .jsonl, .jsonl.gz, .json, .csv, .tsv or .parquet.")
+        if chunk_size is None:
+            yield pq.read_table(path).to_pylist()
+        else:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
+                yield batch.to_pylist()
+    else:
+        raise ValueError(
+            f"Unsupported report file {path.name!r}: use .jsonl, .jsonl.gz, .json, .csv, .tsv or .parquet "
+            "(or a datasets spec such as hf:ORG/NAME:SPLIT)."
+        )
+
+
+def iter_records(source: str | os.PathLike, *, chunk_size: int | None = None) -> Iterator[list[dict]]:
+    """Reports of a file or a datasets spec as lists of at most ``chunk_size`` records, read lazily.
+
+    JSONL (gzip too), CSV / TSV and Parquet files are streamed (memory bounded by the chunk, whatever the file
+    size); a ``.json`` document is read whole first. A datasets spec is streamed (``streaming=True``) unless its
+    split is sliced. The one function every ``--data`` goes through (:func:`read_records`, :func:`load_reports`).
+
+    Args:
+        source: A path or a spec (:func:`parse_data_spec`; syntax in ``DATA_SPEC_SYNTAX``).
+        chunk_size: Records per chunk; None: one chunk with everything.
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk_size}.")
+    spec = parse_data_spec(source)
+    if spec is None:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Report file {path} does not exist (or is not a file). --data takes {DATA_SPEC_SYNTAX}."
+            )
+        yield from _file_chunks(path, chunk_size)
+        return
+    streaming = chunk_size is not None and "[" not in spec.split
+    ds = load_dataset_spec(spec, streaming=streaming)
+    if streaming:
+        yield from _chunks(iter(ds), chunk_size)
+        return
+    step = chunk_size or max(1, len(ds))
+    for start in range(0, len(ds), step):
+        yield ds.select(range(start, min(start + step, len(ds)))).to_list()
+
+
+def report_source(data: str | os.PathLike) -> str | os.PathLike | Dataset:
+    """What a job that fingerprints its input takes for ``--data``: a file path unchanged, a datasets spec loaded
+    (a ``datasets.Dataset``, whose fingerprint stands for the content).
+
+    Args:
+        data: A path or a spec (:func:`parse_data_spec`).
+    """
+    spec = parse_data_spec(data)
+    return data if spec is None else load_dataset_spec(spec)
+
+
+def read_records(source: str | os.PathLike) -> list[dict]:
+    """Every report of a file or a datasets spec, as a list of dicts (see :func:`iter_records`).
+
+    Args:
+        source: A path or a spec such as ``hf:ORG/NAME:test`` or ``json:reports/*.jsonl``.
+    """
+    return [r for chunk in iter_records(source) for r in chunk]
 
 
 def load_reports(
@@ -92,13 +278,14 @@ def load_reports(
     id_column: str | None = "id",
     min_words: int = 1,
 ) -> tuple[Dataset, LoadStats]:
-    """Loads reports from a file, a ``datasets.Dataset`` or a list of records and validates them.
+    """Loads reports from a file, a datasets spec, a ``datasets.Dataset`` or a list of records and validates them.
 
     Reports whose text is empty, whitespace-only or shorter than ``min_words`` words are skipped and counted (with
     a warning). Missing labels (None, NaN, empty strings) are kept as None: the task's loss ignores them.
 
     Args:
-        source: Path to JSONL(.gz) / JSON / CSV / TSV / Parquet, a ``Dataset`` or a list of dicts.
+        source: Path to JSONL(.gz) / JSON / CSV / TSV / Parquet, a datasets spec (``hf:ORG/NAME:SPLIT``, see
+            :func:`parse_data_spec`), a ``Dataset`` or a list of dicts.
         text_column: Column holding the report text.
         task_columns: Label columns to keep.
         id_column: Optional id column; row numbers are used when it is absent.
@@ -111,12 +298,9 @@ def load_reports(
         columns, records = list(source.column_names), source.to_list()
         origin = "the dataset"
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"Report file {path} does not exist.")
-        records = read_records(path)
+        records = read_records(source)  # a file or a datasets spec
         columns = sorted({k for r in records[:1000] for k in r})
-        origin = str(path)
+        origin = str(source)
     else:
         records = [dict(r) for r in source]
         columns = sorted({k for r in records[:1000] for k in r})

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,56 +365,55 @@ class ModelRun:
         return [rid for rid, row in self.order if row is None]
 
 
-def run_model(
-    clf: Classifier, data: str | Path, args: argparse.Namespace, *, require_labels: bool, onnx_model: Any = None
-) -> ModelRun:
-    """Runs ``clf`` on a reports file (JSONL / CSV / Parquet, e.g. the TCGA reports file).
-
-    Reports are predicted in order of length (less padding per batch) and put back in file order.
-
-    Args:
-        clf: The classifier.
-        data: Reports file.
-        args: Namespace with the :func:`add_data_arguments` options.
-        require_labels: Every task of the model needs a label column (calibration / evaluation).
-        onnx_model: An :class:`~reportkd.text.mtcnn.export.OnnxClassifier` of ``clf``'s model to predict with
-            instead of PyTorch (``reportkd predict --backend onnx``).
-    """
-    from reportkd.data import read_records
-    from reportkd.text.mtcnn.pipeline import predict_probs
-
-    path = Path(data)
-    if not path.is_file():
-        raise FileNotFoundError(f"Report file {path} does not exist.")
-    records = read_records(path)
-    if not records:
-        raise ValueError(f"No reports found in {path}.")
+def _task_columns(clf: Classifier, records: Sequence[Mapping[str, Any]], data: Any, args: argparse.Namespace,
+                  require_labels: bool) -> list[str]:  # fmt: skip
+    """The model's tasks that have a column among the first 1,000 records (refuses a missing text column)."""
     columns = {k for r in records[:1000] for k in r}
     if args.text_column not in columns:
         raise ValueError(
-            f"{path} has no text column {args.text_column!r}; columns: {sorted(columns)}. Use --text-column."
+            f"{data} has no text column {args.text_column!r}; columns: {sorted(columns)}. Use --text-column."
         )
-    tasks = [t for t in clf.task_labels if t in columns]
     absent = [t for t in clf.task_labels if t not in columns]
     if require_labels and absent:
         raise ValueError(
-            f"{path} has no label column for task(s) {absent} of the model (columns: {sorted(columns)}); "
+            f"{data} has no label column for task(s) {absent} of the model (columns: {sorted(columns)}); "
             "calibration and evaluation need every task's labels."
         )
-    ds, stats = load_reports(records, text_column=args.text_column, task_columns=tasks, id_column=args.id_column)
-    kept_ids = list(ds["id"])
-    order, row = [], 0
+    return [t for t in clf.task_labels if t in columns]
+
+
+def _run_records(
+    clf: Classifier, records: Sequence[Mapping[str, Any]], tasks: Sequence[str], args: argparse.Namespace, *,
+    offset: int = 0, onnx_model: Any = None,
+) -> ModelRun:  # fmt: skip
+    """Probabilities of ``clf`` on a list of records (reports with empty text keep their place in ``order``).
+
+    Args:
+        records: Report records (one chunk of a file, or all of it).
+        tasks: Label columns to keep.
+        offset: Row number of the first record in the file (ids of records without one).
+    """
+    from reportkd.data import as_label
+    from reportkd.text.mtcnn.pipeline import predict_probs
+
+    order: list[tuple[str, int | None]] = []
+    kept: list[dict[str, Any]] = []
     for i, r in enumerate(records):  # the rule of load_reports: text with at least one word is kept
+        rid = r.get(args.id_column) if args.id_column else None
+        rid = as_label(rid) if rid is not None and not is_missing(rid) else str(offset + i)
         text = r.get(args.text_column)
         if isinstance(text, str) and text.split():
-            order.append((kept_ids[row], row))
-            row += 1
+            order.append((rid, len(kept)))
+            kept.append({"id": rid, args.text_column: text, **{t: r.get(t) for t in tasks}})
         else:
-            rid = r.get(args.id_column) if args.id_column else None
-            order.append((str(rid) if rid is not None and not is_missing(rid) else str(i), None))
-    if row != len(kept_ids):  # load_reports changed its rule: fail loudly rather than misalign rows
-        raise RuntimeError(f"{path}: {len(kept_ids)} reports kept but {row} expected; please report this bug.")
-    warn_duplicate_ids([rid for rid, _ in order], path)
+            order.append((rid, None))
+    if not kept:
+        empty = {t: np.zeros((0, len(v))) for t, v in clf.task_labels.items()}
+        labels = {t: np.zeros(0, dtype=np.int64) for t in tasks} if tasks else None
+        preds = Predictions([], empty, clf.task_labels, labels, clf.model_id, clf.model_sha256)
+        return ModelRun(preds, order, LoadStats(total=len(records), skipped_empty=len(records)))
+    ds, stats = load_reports(kept, text_column=args.text_column, task_columns=tasks, id_column="id")
+    stats.total, stats.skipped_empty = len(records), len(records) - len(kept)
     max_length = getattr(clf.model.config, "max_length", None) or None
     enc = encode_reports(
         ds, clf.tokenizer, clf.task_labels, text_column=args.text_column, max_length=max_length,
@@ -434,8 +433,89 @@ def run_model(
     if tasks:
         y = np.asarray(enc["labels"], dtype=np.int64).reshape(len(enc), len(tasks))
         labels = {t: y[:, i] for i, t in enumerate(tasks)}
-    preds = Predictions(kept_ids, probs, clf.task_labels, labels, clf.model_id, clf.model_sha256)
+    preds = Predictions([r["id"] for r in kept], probs, clf.task_labels, labels, clf.model_id, clf.model_sha256)
     return ModelRun(preds, order, stats)
+
+
+def run_model(
+    clf: Classifier, data: str | Path, args: argparse.Namespace, *, require_labels: bool, onnx_model: Any = None
+) -> ModelRun:
+    """Runs ``clf`` on a reports file or datasets spec (JSONL / CSV / Parquet, ``hf:ORG/NAME:SPLIT`` …), all at once.
+
+    Reports are predicted in order of length (less padding per batch) and put back in file order.
+    :func:`iter_model_runs` does the same in chunks of bounded size.
+
+    Args:
+        clf: The classifier.
+        data: Reports file or datasets spec (:func:`~reportkd.data.parse_data_spec`).
+        args: Namespace with the :func:`add_data_arguments` options.
+        require_labels: Every task of the model needs a label column (calibration / evaluation).
+        onnx_model: An :class:`~reportkd.text.mtcnn.export.OnnxClassifier` of ``clf``'s model to predict with
+            instead of PyTorch (``reportkd predict --backend onnx``).
+    """
+    from reportkd.data import read_records
+
+    records = read_records(data)
+    if not records:
+        raise ValueError(f"No reports found in {data}.")
+    tasks = _task_columns(clf, records, data, args, require_labels)
+    run = _run_records(clf, records, tasks, args, onnx_model=onnx_model)
+    if not len(run.predictions):
+        raise ValueError(f"Every report in {data} has empty text (column {args.text_column!r}); nothing to predict.")
+    warn_duplicate_ids([rid for rid, _ in run.order], data)
+    return run
+
+
+def iter_model_runs(
+    clf: Classifier, data: str | Path, args: argparse.Namespace, *, chunk_size: int, require_labels: bool = False,
+    onnx_model: Any = None,
+) -> Iterator[ModelRun]:  # fmt: skip
+    """:func:`run_model` in chunks: reads, predicts and yields ``chunk_size`` reports at a time, in file order.
+
+    Memory is bounded by the chunk, not by the file: records come from :func:`~reportkd.data.iter_records` (a
+    generator), and only the first 1,000 are held ahead, to learn the columns as :func:`run_model` does. Outputs
+    equal :func:`run_model`'s for any chunk size (ids of reports without one count rows over the whole file).
+
+    Args:
+        clf: The classifier.
+        data: Reports file or datasets spec.
+        args: Namespace with the :func:`add_data_arguments` options.
+        chunk_size: Reports per chunk.
+        require_labels: Every task needs a label column.
+        onnx_model: See :func:`run_model`.
+    """
+    from reportkd.data import iter_records
+
+    chunks = iter_records(data, chunk_size=chunk_size)
+    head: list[list[dict]] = []
+    for chunk in chunks:  # look ahead at most 1,000 records (plus one chunk) for the columns
+        head.append(chunk)
+        if sum(len(c) for c in head) >= 1000:
+            break
+    first = [r for c in head for r in c][:1000]
+    if not first:
+        raise ValueError(f"No reports found in {data}.")
+    tasks = _task_columns(clf, first, data, args, require_labels)
+    del first
+
+    def rest() -> Iterator[list[dict]]:
+        while head:
+            yield head.pop(0)  # the look-ahead is released as it is consumed
+        yield from chunks
+
+    import datasets
+
+    offset = 0
+    for chunk in rest():
+        was_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # no tokenizing bar per chunk; the caller shows one for the stream
+        try:
+            run = _run_records(clf, chunk, tasks, args, offset=offset, onnx_model=onnx_model)
+        finally:
+            if was_on:
+                datasets.enable_progress_bars()
+        yield run
+        offset += len(chunk)
 
 
 def onnx_predict_probs(onnx_model: Any, dataset: Any, *, pad_token_id: int, batch_size: int) -> dict[str, np.ndarray]:

@@ -35,7 +35,9 @@ from ._classifier import (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("input (either --model with --data, or --predictions)")
     src.add_argument("--model", help="Classifier directory (from `reportkd demo` or save_classifier).")
-    src.add_argument("--data", help="Labelled calibration reports (.jsonl[.gz], .csv, .parquet).")
+    src.add_argument(
+        "--data", help="Labelled calibration reports: a file (.jsonl[.gz], .csv, .parquet) or hf:ORG/NAME[:SPLIT]."
+    )
     src.add_argument("--predictions", help="Saved probabilities and labels (.npz / .jsonl; see reportkd.abstention).")
     p.add_argument("--out", required=True, help="Thresholds file to write (e.g. MODEL_DIR/thresholds.json).")
     add_overwrite_argument(p)

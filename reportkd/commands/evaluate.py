@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     c = sub.add_parser("classifier", help="Multitask report classifier (a directory saved by reportkd demo).")
     c.add_argument("--model", required=True, help="Classifier directory.")
-    c.add_argument("--data", required=True, help="Labelled reports file.")
+    c.add_argument("--data", required=True, help="Labelled reports: a file or a datasets spec (hf:ORG/NAME[:SPLIT]).")
     c.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for confidence intervals.")
     from ._classifier import add_data_arguments, add_model_arguments
 

@@ -44,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--baseline-predictions", help="Baseline saved probabilities.")
     b.add_argument("--baseline-thresholds", help="Baseline thresholds file (default: its model directory's).")
     b.add_argument("--baseline-name", default="baseline", help="Name of the baseline in tables and plots.")
-    p.add_argument("--data", help="Labelled reports for the model(s) given as directories.")
+    p.add_argument(
+        "--data", help="Labelled reports (a file or hf:ORG/NAME[:SPLIT]) for the model(s) given as directories."
+    )
     p.add_argument("--out-dir", default="abstention-eval", help="Where metrics.json and the PNG plots go.")
     add_overwrite_argument(p)
     p.add_argument("--n-bins", type=int, default=15, help="Confidence bins of ECE and the reliability diagrams.")

@@ -2,6 +2,7 @@
 
     reportkd predict --model runs/student --data new_reports.jsonl --out predictions.jsonl
     reportkd predict --model runs/student --backend onnx --data new_reports.jsonl --out predictions.jsonl
+    reportkd predict --model runs/student --data hf:org/pathology-reports:test --out predictions.jsonl
 
 Thresholds come from ``--thresholds FILE`` or, by default, ``MODEL_DIR/thresholds.json``; a file made for another
 model (tasks, label maps or weights) is refused. Without any, every prediction is accepted (a warning says so).
@@ -15,6 +16,13 @@ Each output line is one report::
 mode a report is labelled for every task or for none. Lines follow the input order; a report with empty text keeps
 its place, with ``"skipped": "empty text"``, and abstains on every task. Summary counts are printed at the end.
 
+``--data`` is a file (JSONL, gzip too, CSV / TSV, Parquet) or a ``datasets`` spec (``hf:ORG/NAME[:SPLIT]``,
+``json:GLOB``; see :func:`reportkd.data.parse_data_spec`). It is streamed: ``--chunk-size`` reports at a time are
+read, predicted and written, so memory does not grow with the file. The output does not depend on the chunk size
+(with ``--batch-size 1`` bit for bit; otherwise a report's padding can move its probabilities in the 6th decimal).
+``--save-probs`` keeps every probability until the end (reports × classes floats), and the duplicate-id check keeps
+the ids.
+
 Model loading is safe by default (no code from the model folder without ``--trust-remote-code``, safetensors only
 without ``--allow-pickle``). ``--out`` / ``--save-probs`` must not be inputs and are not replaced without
 ``--overwrite``; they are checked before the model runs. ``--save-probs`` records the model's weights fingerprint,
@@ -26,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +44,9 @@ from ._classifier import (
     add_model_arguments,
     add_overwrite_argument,
     check_outputs,
+    iter_model_runs,
     load_classifier,
     model_options,
-    run_model,
 )
 
 ABSTAIN = "abstain"
@@ -44,7 +54,11 @@ ABSTAIN = "abstain"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="Classifier directory.")
-    p.add_argument("--data", required=True, help="Reports to label (.jsonl[.gz], .csv, .parquet); labels not needed.")
+    p.add_argument(
+        "--data", required=True,
+        help="Reports to label: a file (.jsonl[.gz], .csv, .parquet) or a datasets spec (hf:ORG/NAME[:SPLIT], "
+        "json:GLOB); labels not needed.",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="Output JSONL, one line per report.")
     p.add_argument("--thresholds", help="Thresholds file (default: MODEL_DIR/thresholds.json when present).")
     p.add_argument(
@@ -58,17 +72,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--onnx", help="ONNX file for --backend onnx (default: MODEL_DIR/model.onnx).")
     p.add_argument("--threads", type=int, help="CPU threads for prediction (default: the library's, all cores).")
+    p.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    p.add_argument(
+        "--chunk-size", type=int, default=4096,
+        help="Reports read, predicted and written at a time (bounds memory; results equal up to float rounding).",
+    )  # fmt: skip
     add_overwrite_argument(p)
     add_data_arguments(p)
     add_model_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from reportkd.abstention import THRESHOLDS_NAME, apply_temperature, apply_thresholds, save_predictions
+    from tqdm.auto import tqdm
+
+    from reportkd.abstention import THRESHOLDS_NAME, Predictions, save_predictions
     from reportkd.utils import atomic_path
 
     if args.save_probs and not args.save_probs.lower().endswith((".npz", ".jsonl", ".jsonl.gz")):
         raise ValueError(f"--save-probs {args.save_probs}: use a .npz, .jsonl or .jsonl.gz file name.")
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}.")
     thresholds_in = args.thresholds or f"{args.model}/{THRESHOLDS_NAME}"
     check_outputs(
         {"--out": args.out, "--save-probs": args.save_probs},
@@ -99,53 +122,125 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "onnx":
         onnx_model = OnnxClassifier(onnx_path, threads=args.threads)
         onnx_model.check(clf.task_labels, clf.model_sha256)
-    result = run_model(clf, args.data, args, require_labels=False, onnx_model=onnx_model)
-    preds = result.predictions
-    preds.validate()
     th = clf.thresholds
-    probs = preds.probs
-    if th is not None and th.temperatures:
-        probs = {t: apply_temperature(p, th.temperatures.get(t, 1.0)) for t, p in probs.items()}
     if th is None:
         print(
             f"warning: no thresholds for {args.model} (give --thresholds or run `reportkd calibrate`); "
             "every prediction is accepted.",
             file=sys.stderr,
         )
-        accepted = {t: np.ones(len(preds), dtype=bool) for t in probs}
-    else:
-        accepted = apply_thresholds(probs, th.thresholds, th.mode)
     tasks = list(clf.task_labels)
-    pred = {t: probs[t].argmax(1) for t in tasks}
-    conf = {t: probs[t].max(1) for t in tasks}
-    every = np.all([accepted[t] for t in tasks], axis=0)
+    labelled = dict.fromkeys(tasks, 0)
+    n = skipped = coded = 0
+    ids: dict[str, int] = {}  # id → count, for the duplicate warning
+    kept: list[Predictions] = []
     with atomic_path(args.out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for rid, i in result.order:  # input order; skipped reports keep their place
-            if i is None:
-                empty = {t: {"label": ABSTAIN, "prediction": None, "probability": None} for t in tasks}
-                f.write(json.dumps({"id": rid, "auto_coded": False, "skipped": "empty text", "tasks": empty}) + "\n")
-                continue
-            row = {"id": rid, "auto_coded": bool(every[i]), "tasks": {}}
+        runs = iter_model_runs(clf, args.data, args, chunk_size=args.chunk_size, onnx_model=onnx_model)
+        progress = None
+        for result in runs:  # read, predict, write one chunk at a time
+            if progress is None:  # after the first chunk: a bad --data fails without a bar
+                progress = tqdm(desc="Predicting reports", unit=" reports", disable=args.no_progress)
+            progress.update(len(result.order))
+            preds = result.predictions
+            preds.validate()
+            probs, accepted = decisions(clf, preds.probs)
+            for line in output_lines(clf, result, probs, accepted):
+                f.write(json.dumps(line) + "\n")
+            for rid, _ in result.order:
+                ids[rid] = ids.get(rid, 0) + 1
+            n, skipped = n + len(preds), skipped + len(result.skipped_ids)
             for t in tasks:
-                name = clf.task_labels[t][int(pred[t][i])]
-                row["tasks"][t] = {
-                    "label": name if accepted[t][i] else ABSTAIN,
-                    "prediction": name,
-                    "probability": round(float(conf[t][i]), 6),
-                }
-            f.write(json.dumps(row) + "\n")
+                labelled[t] += int(accepted[t].sum())
+            coded += int(np.all([accepted[t] for t in tasks], axis=0).sum()) if len(preds) else 0
+            if args.save_probs:
+                kept.append(preds)
+        if progress is not None:
+            progress.close()
+        if n == 0:
+            raise ValueError(
+                f"Every report in {args.data} has empty text (column {args.text_column!r}); nothing to predict."
+            )
+    repeated = sum(c - 1 for c in ids.values())
+    if repeated:
+        example = next(i for i, c in ids.items() if c > 1)
+        print(
+            f"warning: {args.data}: {repeated} report(s) repeat an id already used (e.g. {example!r}); every row is "
+            "kept, but rows sharing an id cannot be told apart in the outputs.",
+            file=sys.stderr,
+        )
     if args.save_probs:
-        save_predictions(args.save_probs, preds)
-    n, skipped = len(preds), len(result.skipped_ids)
+        save_predictions(args.save_probs, concat_predictions(kept))
     total = n + skipped
     mode = f"{th.mode} thresholds from {th.model_id or 'file'}" if th is not None else "no thresholds"
     print(f"Labelled {total} reports ({n} predicted, {skipped} skipped for empty text; {mode}) → {args.out}")
     print(f"{'task':<16} {'labelled':>9} {'abstain':>8} {'coverage':>9}")
     for t in tasks:
-        k = int(accepted[t].sum())
+        k = labelled[t]
         print(f"{t:<16} {k:>9} {total - k:>8} {k / total if total else 0:>9.3f}")
-    k = int(every.sum())
-    print(f"{'(all tasks)':<16} {k:>9} {total - k:>8} {k / total if total else 0:>9.3f}  reports auto-coded")
+    print(
+        f"{'(all tasks)':<16} {coded:>9} {total - coded:>8} {coded / total if total else 0:>9.3f}  reports auto-coded"
+    )
     if args.save_probs:
         print(f"Probabilities → {args.save_probs}")
     return 0
+
+
+def decisions(clf: Any, probs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Probabilities after the thresholds file's temperatures, and the accepted mask per task (all accepted without
+    thresholds).
+
+    Args:
+        clf: The :class:`~._classifier.Classifier` (its ``thresholds``).
+        probs: Task → ``(N, C)`` model probabilities.
+    """
+    from reportkd.abstention import apply_temperature, apply_thresholds
+
+    th = clf.thresholds
+    if th is not None and th.temperatures:
+        probs = {t: apply_temperature(p, th.temperatures.get(t, 1.0)) for t, p in probs.items()}
+    if th is None:
+        return probs, {t: np.ones(len(p), dtype=bool) for t, p in probs.items()}
+    return probs, apply_thresholds(probs, th.thresholds, th.mode)
+
+
+def output_lines(
+    clf: Any, result: Any, probs: dict[str, np.ndarray], accepted: dict[str, np.ndarray]
+) -> Iterator[dict[str, Any]]:
+    """The output lines of one :class:`~._classifier.ModelRun`, in input order (skipped reports keep their place).
+
+    Args:
+        clf: The classifier (its ``task_labels``).
+        result: The run.
+        probs: Task → ``(N, C)`` probabilities of its rows (temperatures applied).
+        accepted: Task → ``(N,)`` accepted mask.
+    """
+    tasks = list(clf.task_labels)
+    pred = {t: probs[t].argmax(1) for t in tasks}
+    conf = {t: probs[t].max(1) for t in tasks}
+    for rid, i in result.order:
+        if i is None:
+            empty = {t: {"label": ABSTAIN, "prediction": None, "probability": None} for t in tasks}
+            yield {"id": rid, "auto_coded": False, "skipped": "empty text", "tasks": empty}
+            continue
+        row: dict[str, Any] = {"id": rid, "auto_coded": all(bool(accepted[t][i]) for t in tasks), "tasks": {}}
+        for t in tasks:
+            name = clf.task_labels[t][int(pred[t][i])]
+            row["tasks"][t] = {
+                "label": name if accepted[t][i] else ABSTAIN,
+                "prediction": name,
+                "probability": round(float(conf[t][i]), 6),
+            }
+        yield row
+
+
+def concat_predictions(parts: list[Any]) -> Any:
+    """One :class:`~reportkd.abstention.Predictions` from the chunks' (same model and tasks)."""
+    from reportkd.abstention import Predictions
+
+    first = parts[0]
+    probs = {t: np.concatenate([p.probs[t] for p in parts]) for t in first.task_labels}
+    labels = None
+    if first.labels:
+        labels = {t: np.concatenate([p.labels[t] for p in parts]) for t in first.labels}
+    ids = [i for p in parts for i in p.ids]
+    return Predictions(ids, probs, first.task_labels, labels, first.model_id, first.model_sha256)
