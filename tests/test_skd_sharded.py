@@ -219,8 +219,20 @@ def test_sharded_sampler_stays_in_step_and_matches_whole_models(tmp_path):
 def test_sharded_teacher_training_matches_one_process(tmp_path):
     from safetensors.torch import load_file
 
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    config = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "accelerate_skd_sharded_teacher.yaml"
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]  # the shipped config, sized for two CPU processes
     script = str(Path(__file__).resolve())
     two = _run([*launch, script, "trainer", str(tmp_path), "2"], tmp_path)
     trainer_worker(str(tmp_path), 4)  # one process, whole teacher, the same global batch (in this interpreter)
