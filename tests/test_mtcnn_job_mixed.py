@@ -154,6 +154,8 @@ def test_a_hisan_student_loads_with_automodel_and_works_with_predict_calibrate_a
     pushed = sorted(p.name for p in (hub / "org" / "hisan").iterdir() if p.is_file())
     assert {"config.json", "model.safetensors", "thresholds.json", "README.md", "tokenizer.json"} <= set(pushed)
     assert AutoModel.from_pretrained(hub / "org" / "hisan").config.model_type == "hisan"
+    card = (hub / "org" / "hisan" / "README.md").read_text()
+    assert "hierarchical self-attention network (HiSAN)" in card and "convolutions" not in card
 
 
 def test_a_resumed_run_reloads_the_mixed_teacher_and_other_architectures_are_refused(records, mixed_run, monkeypatch):

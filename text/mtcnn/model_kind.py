@@ -35,6 +35,9 @@ def _card_context(folder: Path, ctx: dict[str, Any]) -> dict[str, Any]:
         "embedding_dim": config.get("embedding_dim"), "num_filters": config.get("num_filters"),
         "kernel_sizes": config.get("kernel_sizes") or [], "vocab_size": config.get("vocab_size"),
         "max_length": config.get("max_length"), "num_members": config.get("num_members") or 1,
+        "model_type": config.get("model_type"), "attention_heads": config.get("attention_heads"),
+        "attention_dim_per_head": config.get("attention_dim_per_head"), "words_per_line": config.get("words_per_line"),
+        "ships_code": bool(config.get("auto_map")),
     }  # fmt: skip
     eval_results = []
     if test:
