@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from reportkd.utils import atomic_path
 
@@ -125,7 +126,7 @@ def build_review(
     explain = isinstance(model, MtCNNForReportClassification) and ngrams > 0
     max_length = getattr(model.config, "max_length", None) or None
     reports = []
-    for start in range(0, len(texts), batch_size):
+    for start in tqdm(range(0, len(texts), batch_size), desc="Review page", leave=False):
         chunk = list(texts[start : start + batch_size])
         enc = tokenizer(
             chunk, truncation=True, max_length=max_length, add_special_tokens=False, return_offsets_mapping=True
