@@ -113,9 +113,22 @@ def _relative(path: Path) -> str:
 
 
 def train_models(
-    prepared, base, base_args, seed: int, students: list[str], dac: bool, cache: Path, log, cached_only: bool = False
+    prepared,
+    base,
+    base_args,
+    seed: int,
+    students: list[str],
+    dac: bool,
+    cache: Path,
+    log,
+    cached_only: bool = False,
+    anchor_epochs: int | None = None,
 ) -> dict[str, dict]:
-    """Trains (or loads cached probabilities of) baseline, ensembles, students and DAC for one seed."""
+    """Trains (or loads cached probabilities of) baseline, ensembles, students and DAC for one seed.
+
+    ``anchor_epochs``: the hard-label baseline's epochs (None: the training arguments'), to compare long students
+    against an equally long baseline.
+    """
     from reportkd.text.mtcnn.pipeline import (
         soft_labels,
         train_dac,
@@ -141,10 +154,12 @@ def train_models(
             log(f"seed {seed}: {name} trained in {time.perf_counter() - start:.0f} s")
         return arrays
 
-    def build_baseline():
-        return predict_splits(train_single(prepared, base, targs, work / "tmp"), prepared)
+    b_args = targs if anchor_epochs is None else dataclasses.replace(targs, num_train_epochs=anchor_epochs)
 
-    results["baseline"] = cached("baseline", _key(base, targs, ("epochs",)), build_baseline)
+    def build_baseline():
+        return predict_splits(train_single(prepared, base, b_args, work / "tmp"), prepared)
+
+    results["baseline"] = cached("baseline", _key(base, b_args, ("epochs",)), build_baseline)
     soft_cache: dict[str, dict[str, np.ndarray]] = {}
     for name in students:
         spec = dict(STUDENTS[name])
@@ -373,6 +388,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--students", default="oof", help=f"Comma-separated student variants: {', '.join(STUDENTS)}.")
     p.add_argument("--dac", action="store_true", help="Also train a Deep Abstaining Classifier.")
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument(
+        "--anchor-epochs", type=int, default=None, help="Epochs of the hard-label baseline (default --epochs)."
+    )
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--delta", type=float, default=0.1, help="LTT risk level.")
     p.add_argument("--resamples", type=int, default=200, help="Resampled splits for the LTT guarantee check.")
@@ -424,7 +442,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_seed_metrics: dict[int, dict[str, dict]] = {}
     per_seed_arrays: dict[int, dict[str, dict[str, np.ndarray]]] = {}
     for seed in args.seeds:
-        arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log, args.cached_only)
+        arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log, args.cached_only,
+                              args.anchor_epochs)  # fmt: skip
         for model in list(arrays):
             arrays[model], labels = unknown_as_missing(arrays[model], base_labels, prepared.task_labels)
         per_seed_arrays[seed] = arrays
@@ -448,7 +467,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures = plots(first_arrays, labels, list(TASKS), out_dir, summary, args.name)
     result = {
         "command": "python benchmarks/abstention_tcga.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": {"job": dataclasses.asdict(base), "training": training_summary(base_args)},
+        "settings": {
+            "job": dataclasses.asdict(base),
+            "training": training_summary(base_args),
+            "baseline_epochs": args.anchor_epochs or int(base_args.num_train_epochs),
+        },
         "teachers": {k: v for k, v in TEACHERS.items()},
         "students": {s: STUDENTS[s] for s in students},
         "data": {
