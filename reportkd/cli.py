@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Evaluate a classifier, generations, an open_clip model, slide encoders or patch features.",
     ),
     "extract": ("reportkd.commands.extract", "Tile whole-slide images and extract patch features (resumable)."),
+    "embed": ("reportkd.commands.embed", "One embedding per slide from patch-features files (resumable)."),
     "export": ("reportkd.commands.export", "Export a saved MtCNN student to ONNX (reportkd predict --backend onnx)."),
     "push": ("reportkd.commands.push", "Push a saved model with its model card to a hub or a local hub directory."),
     "train": ("reportkd.commands.train", "Run a training recipe: reportkd train <recipe> --config x.yaml (--list)."),
