@@ -108,13 +108,14 @@ class DatasetSpec:
 def parse_data_spec(source: str | os.PathLike) -> DatasetSpec | None:
     """The :class:`DatasetSpec` a ``--data`` value names, or None when it is a local file path.
 
-    An existing path is always a file. Otherwise ``hf:ORG/NAME[/CONFIG][:SPLIT]`` names a hub dataset and
-    ``json:GLOB[:SPLIT]`` / ``csv:GLOB[:SPLIT]`` / ``parquet:GLOB[:SPLIT]`` local files read by ``datasets``.
+    An existing path is always a file (a ``Path`` is parsed like its string). Otherwise
+    ``hf:ORG/NAME[/CONFIG][:SPLIT]`` names a hub dataset and ``json:GLOB[:SPLIT]`` / ``csv:GLOB[:SPLIT]`` /
+    ``parquet:GLOB[:SPLIT]`` local files read by ``datasets``.
 
     Args:
         source: The ``--data`` value.
     """
-    if isinstance(source, os.PathLike) or Path(source).exists():
+    if Path(source).exists():
         return None
     scheme, sep, rest = str(source).partition(":")
     if not sep or scheme not in DATASET_SCHEMES:

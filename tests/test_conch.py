@@ -22,7 +22,7 @@ def test_conch_v15_is_registered_and_builds_the_published_architecture():
     assert tuple(trunk.pos_embed.shape) == (1, 1 + 28 * 28, 1024)  # 448 px / 16
     assert trunk.blocks[0].ls1.gamma.shape == (1024,)  # LayerScale (init_values=1.0)
     params = sum(p.numel() for p in b.model.parameters()) / 1e6
-    assert params == pytest.approx(303.9 + 0.6 + 2.4, abs=0.5)  # ViT-L/16 at 448 + pooler (query, LNs, q/kv/out)
+    assert params == pytest.approx(306.7, abs=0.05)  # ViT-L/16 at 448 px (304.0 M) + pooler and LayerNorm (2.8 M)
 
 
 def test_conch_v15_preprocessing_is_448_px_imagenet_normalised():

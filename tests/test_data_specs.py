@@ -3,6 +3,7 @@
 import gzip
 import json
 import types
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,7 @@ def test_an_existing_file_is_a_file_even_if_it_looks_like_a_spec(tmp_path, monke
     write_jsonl(tmp_path / "hf:org.jsonl", RECORDS[:2])
     assert parse_data_spec("hf:org.jsonl") is None
     assert read_records("hf:org.jsonl") == RECORDS[:2]
+    assert parse_data_spec(Path("json:missing/*.jsonl")) == DatasetSpec("json", "missing/*.jsonl")  # Path(spec) too
 
 
 @pytest.mark.parametrize("bad", ["hf:", "hf:a/b/c/d", "json:", "hf:org/name:"])
