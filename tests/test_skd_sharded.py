@@ -88,6 +88,10 @@ def sampler_worker(out_dir: str) -> None:
         assert (out.num_proposed, out.num_accepted) == (ref.num_proposed, ref.num_accepted), name
         if ref.teacher_logits is not None:
             torch.testing.assert_close(out.teacher_logits, ref.teacher_logits, rtol=1e-9, atol=1e-9, msg=name)
+        for whole_model, part in ((t, t_sh), (s, s_sh if shard_student else None)):
+            if part is not None:  # each process holds half of every weight after sampling (the root unit included)
+                held = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in part.parameters())
+                assert 2 * held == sum(p.numel() for p in whole_model.parameters()), name
         sharded_calls = [c for c, sh in ((out.teacher_forwards, t_sh is not None), (out.student_forwards,
                          shard_student)) if sh]  # fmt: skip
         for calls in sharded_calls:  # every sharded model ran the same forwards on both processes

@@ -27,8 +27,8 @@ def shard_frozen_model(model: nn.Module, device: torch.device | str) -> nn.Modul
 
     The blocks are the model's ``_no_split_modules`` (its decoder layers for ``transformers`` models); the rest
     (embeddings, final norm, output layer) forms the root unit. Shards are placed on ``device``'s type (``cuda``: the
-    current device; ``cpu``). Weights are gathered for each block's forward and freed after it. An already sharded
-    model is returned as is.
+    current device; ``cpu``). Weights are gathered for each unit's forward and freed after it (the root's too). An
+    already sharded model is returned as is.
 
     Args:
         model: A frozen module (evaluation mode, no gradients), on the CPU or the device.
@@ -50,7 +50,14 @@ def shard_frozen_model(model: nn.Module, device: torch.device | str) -> nn.Modul
         if module is not model and type(module).__name__ in blocks:
             fully_shard(module, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    # FSDP2 keeps the root unit's weights gathered after a forward (waiting for a backward a frozen model never
+    # runs): free them after each forward, or every process would hold the whole embedding and output layer.
+    model.register_forward_hook(_reshard_after_forward)
     return model
+
+
+def _reshard_after_forward(module: nn.Module, args: object, output: object) -> None:
+    module.reshard()
 
 
 __all__ = ["is_sharded", "shard_frozen_model"]
