@@ -13,12 +13,15 @@ from report_tiny import calibrated_student
 
 from reportkd.cli import main
 from reportkd.commands._classifier import load_classifier
+from reportkd.text.hisan import HiSANConfig, HiSANForReportClassification
 from reportkd.text.mtcnn.attribution import (
     Ngram,
     attribute_reports,
     decisive_ngrams,
     filter_contributions,
+    hisan_token_attention,
     max_pool_windows,
+    top_token_spans,
 )
 from reportkd.text.mtcnn.review import build_review, render_review_html, select_for_review
 
@@ -89,6 +92,56 @@ def test_decisive_ngrams_merge_windows_and_keep_only_positive_pushes():
         decisive_ngrams(contributions, starts, ends, top_filters=0)
 
 
+def _hisan(clf):
+    torch.manual_seed(0)
+    config = HiSANConfig(
+        vocab_size=len(clf.tokenizer), embedding_dim=8, attention_heads=2, attention_dim_per_head=4, words_per_line=5,
+        dropout=0.0, max_length=96, task_labels=clf.task_labels,
+    )  # fmt: skip
+    return HiSANForReportClassification(config).eval()
+
+
+def test_hisan_attention_is_a_distribution_over_the_tokens_it_read(student):
+    clf = student["clf"]
+    model = _hisan(clf)
+    texts = student["texts"][:3] + ["left kidney"]
+    ids, mask = _encode(clf, texts)
+    weights, documents = hisan_token_attention(model, ids, mask)
+    with torch.no_grad():
+        torch.testing.assert_close(documents, model(input_ids=ids, attention_mask=mask).doc_embeddings)
+    torch.testing.assert_close(weights.sum(1), torch.ones(len(texts)))
+    assert bool((weights[mask == 0] == 0).all()) and bool((weights[mask == 1] > 0).all())
+    alone, _ = hisan_token_attention(model, ids[-1:, :2], mask[-1:, :2])  # padding changes nothing
+    torch.testing.assert_close(alone[0], weights[-1, :2])
+    with pytest.raises(TypeError, match="HiSAN"):
+        hisan_token_attention(clf.model, ids, mask)
+
+
+def test_top_token_spans_merge_adjacent_heavy_tokens():
+    weights = torch.tensor([0.05, 0.3, 0.2, 0.0, 0.1, 0.25, 0.02, 0.08, 0.0])
+    assert top_token_spans(weights, max_spans=2, tokens_per_span=2) == [
+        Ngram(1, 3, pytest.approx(0.5), 2), Ngram(4, 6, pytest.approx(0.35), 2)]  # fmt: skip
+    assert top_token_spans(weights, max_spans=1, tokens_per_span=1) == [Ngram(1, 2, pytest.approx(0.3), 1)]
+    assert top_token_spans(torch.zeros(4)) == []
+
+
+def test_hisan_pages_highlight_its_attention_for_every_candidate(student):
+    clf = student["clf"]
+    model = _hisan(clf)
+    texts = student["texts"][:2]
+    ids, mask = _encode(clf, texts)
+    probs = {t: p.numpy() for t, p in model.predict_proba(ids, attention_mask=mask).items()}
+    accepted = {t: np.zeros(2, bool) for t in probs}
+    data = build_review(model, clf.tokenizer, texts, ["a", "b"], probs, accepted, clf.task_labels, ngrams=3)
+    assert data["attribution_kind"] == "hisan" and "attended" in data["attribution"]
+    weights, _ = hisan_token_attention(model, ids, mask)
+    for i, report in enumerate(data["reports"]):
+        spans = [cand["spans"] for info in report["tasks"].values() for cand in info["top"]]
+        assert all(s == spans[0] for s in spans) and len(spans[0]) == 3  # one set, shared by every candidate
+        expected = top_token_spans(weights[i], max_spans=3)
+        assert [s[2] for s in spans[0]] == pytest.approx([g.score for g in expected], abs=1e-4)
+
+
 def test_select_for_review_lists_abstained_rows_in_order_with_a_cap():
     accepted = {"a": np.array([1, 0, 1, 1, 0], bool), "b": np.array([1, 1, 0, 1, 1], bool)}
     rows, listed = select_for_review(accepted)
@@ -132,7 +185,7 @@ def test_page_data_match_predict_proba_and_the_attribution(student):
                         == (enc["input_ids"][i][g.start : g.end])
                     )
     assert any(cand["spans"] for r in data["reports"] for t in r["tasks"].values() for cand in t["top"])
-    assert data["attribution"] and data["attribution_missing"] is None
+    assert data["attribution_kind"] == "mtcnn" and data["attribution"] and data["attribution_missing"] is None
 
 
 def test_report_text_is_escaped_and_round_trips(student):
@@ -152,18 +205,14 @@ def test_report_text_is_escaped_and_round_trips(student):
 
 
 def test_other_models_get_the_page_without_highlights():
-    model = SimpleNamespace(config=SimpleNamespace(max_length=None))
-    tokenizer = SimpleNamespace(
-        __call__=None, pad_token_id=0
-    )  # replaced below: only offsets are read without an MtCNN
+    model = SimpleNamespace(config=SimpleNamespace(max_length=None))  # e.g. an ensemble: no highlights
 
-    def tok(texts, **kwargs):
+    def tokenizer(texts, **kwargs):  # only the offsets are read when nothing is highlighted
         return {"input_ids": [[1, 2] for _ in texts], "offset_mapping": [[(0, 1), (2, 3)] for _ in texts]}
 
-    tokenizer = tok
     probs = {"organ": np.array([[0.2, 0.8]])}
     data = build_review(model, tokenizer, ["a b"], ["r"], probs, {"organ": np.array([True])}, {"organ": ["x", "y"]})
-    assert data["attribution"] is None and "MtCNN" in data["attribution_missing"]
+    assert data["attribution"] is None and data["attribution_kind"] is None and "MtCNN" in data["attribution_missing"]
     info = data["reports"][0]["tasks"]["organ"]
     assert info == {"abstained": False, "label": "y", "top": [
         {"label": "y", "p": 0.8, "spans": []}, {"label": "x", "p": 0.2, "spans": []}]}  # fmt: skip

@@ -125,7 +125,7 @@ def write_review_page(
         clf.model, clf.tokenizer, [texts[r] for r in rows], [preds.ids[r] for r in rows],
         {t: p[rows] for t, p in probs.items()}, {t: a[rows] for t, a in accepted.items()}, clf.task_labels,
         thresholds=clf.thresholds.thresholds if clf.thresholds is not None else None, top_k=top_k, ngrams=ngrams,
-        meta={"model": clf.model_id, "source_name": Path(data).name, "counts": counts},
+        meta={"model": clf.model_id, "source_name": Path(data).name, "counts": counts, "include_coded": include_coded},
     )  # fmt: skip
     write_review_html(out, page, title=title or f"Review: {Path(data).name}")
     return counts

@@ -15,10 +15,16 @@ max-pool (position ``p_j``). The attribution rule follows the model exactly:
 Exact for the model (no gradients, no sampling): the contributions of all filters plus the centred bias equal the
 centred logit. Functions here are pure (tensors in, tensors or lists out) and run in evaluation mode without
 gradients; :func:`attribute_reports` chains them for a batch.
+
+A HiSAN (``reportkd.text.hisan``) has no per-class windows; :func:`hisan_token_attention` gives its attention instead:
+each token's word-level target attention within its line times its line's line-level target attention (each
+averaged over heads), a distribution over the document's tokens shared by every task and class. It shows what the
+model read, not why it chose a class. :func:`top_token_spans` turns it into highlighted spans.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -52,7 +58,7 @@ class Ngram:
         start: First token position.
         end: Token position after the last one.
         score: Summed contribution of the filters whose max-pool it won (logit units, relative to the task's mean).
-        filters: How many of the decisive filters won this window.
+        filters: How many of the decisive filters won this window (:func:`top_token_spans`: tokens in the span).
     """
 
     start: int
@@ -188,11 +194,100 @@ def attribute_reports(
     return out
 
 
+def _target_attention(
+    level: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One HiSAN level in evaluation mode: its ``(N, S)`` target-attention weights (mean over heads) and the pooled
+    ``(N, heads * d)`` vectors its ``forward`` returns."""
+    q, k, v = level._heads(level.query(x)), level._heads(level.key(x)), level._heads(level.value(x))
+    keep = mask[..., None, None, :]
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~keep, torch.finfo(x.dtype).min)
+    attended = (torch.softmax(scores, -1) * keep.to(x.dtype)) @ v
+    target = level.target.to(attended.dtype)
+    scores = (target @ attended.transpose(-1, -2) / math.sqrt(target.shape[-1])).masked_fill(
+        ~keep, torch.finfo(x.dtype).min
+    )
+    weights = torch.softmax(scores, -1) * keep.to(x.dtype)  # (N, heads, 1, S)
+    pooled = (weights @ attended).squeeze(-2).flatten(-2)
+    return weights.squeeze(-2).mean(-2), pooled
+
+
+@torch.no_grad()
+def hisan_token_attention(
+    model: torch.nn.Module, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, L)`` attention of a HiSAN on each token (sums to 1 per document) and the ``(B, H)`` document embeddings.
+
+    Lines are cut as the model cuts them (``words_per_line`` tokens); the embeddings equal the model's
+    ``doc_embeddings`` (evaluation mode).
+
+    Args:
+        model: A ``HiSANForReportClassification``.
+        input_ids: ``(B, L)`` right-padded token ids.
+        attention_mask: Optional ``(B, L)`` mask.
+    """
+    config = model.config
+    if getattr(config, "model_type", None) != "hisan":
+        raise TypeError(f"hisan_token_attention needs a HiSAN, got {type(model).__name__}.")
+    was_training = model.training
+    model.eval()
+    try:
+        valid = input_ids != config.pad_token_id
+        if attention_mask is not None:
+            valid &= attention_mask.bool()
+        batch, length = input_ids.shape
+        width = config.words_per_line
+        n_lines = max(1, math.ceil(length / width))
+        extra = n_lines * width - length
+        ids = F.pad(input_ids.masked_fill(~valid, config.pad_token_id), (0, extra), value=config.pad_token_id)
+        valid = F.pad(valid, (0, extra), value=False)
+        ids, valid = ids.view(batch, n_lines, width), valid.view(batch, n_lines, width)
+        line_valid = valid.any(-1)
+        word_weights, line_vectors = _target_attention(
+            model.word_level, model.embeddings(ids[line_valid]), valid[line_valid]
+        )
+        lines = line_vectors.new_zeros(batch, n_lines, line_vectors.shape[-1])
+        lines[line_valid] = line_vectors
+        line_weights, documents = _target_attention(model.line_level, lines, line_valid)
+        words = word_weights.new_zeros(batch, n_lines, width)
+        words[line_valid] = word_weights
+        return (words * line_weights.unsqueeze(-1)).view(batch, -1)[:, :length], documents
+    finally:
+        model.train(was_training)
+
+
+def top_token_spans(weights: torch.Tensor, *, max_spans: int = 5, tokens_per_span: int = 3) -> list[Ngram]:
+    """The most attended tokens of one document as spans: the ``max_spans * tokens_per_span`` heaviest tokens, adjacent
+    ones merged, the ``max_spans`` heaviest spans (score = summed weight), best first.
+
+    Args:
+        weights: ``(L,)`` per-token weights (zero for padding).
+        max_spans: Spans kept.
+        tokens_per_span: Tokens considered per span kept.
+    """
+    k = min(max_spans * tokens_per_span, int((weights > 0).sum()))
+    if k == 0 or max_spans < 1:
+        return []
+    values, index = weights.topk(k)
+    chosen = dict(zip(index.tolist(), values.tolist()))
+    runs: list[list[int]] = []
+    for position in sorted(chosen):
+        if runs and position == runs[-1][-1] + 1:
+            runs[-1].append(position)
+        else:
+            runs.append([position])
+    spans = [Ngram(run[0], run[-1] + 1, float(sum(chosen[p] for p in run)), len(run)) for run in runs]
+    spans.sort(key=lambda g: (-g.score, g.start))
+    return spans[:max_spans]
+
+
 __all__ = [
     "Ngram",
     "PooledWindows",
     "attribute_reports",
     "decisive_ngrams",
     "filter_contributions",
+    "hisan_token_attention",
     "max_pool_windows",
+    "top_token_spans",
 ]

@@ -11,8 +11,9 @@ Security: report text is untrusted. The data travel as one JSON block whose ``<`
 ``innerHTML``), and a Content-Security-Policy forbids any network access, external script or frame. The page needs no
 server: open the file.
 
-Highlights exist for :class:`~reportkd.text.mtcnn.MtCNNForReportClassification` only (HiSAN and ensembles get the
-page without highlights, and it says so).
+Highlights per candidate for an MtCNN; for a HiSAN the words it attended to most (the same for every task and
+candidate: :func:`~.attribution.hisan_token_attention`); other models (ensembles) get the page without highlights,
+and it says so.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from reportkd.utils import atomic_path
 
-from .attribution import attribute_reports
+from .attribution import attribute_reports, hisan_token_attention, top_token_spans
 from .modeling_mtcnn import MtCNNForReportClassification
 
 TEMPLATE = "review_template.html"
@@ -41,6 +42,26 @@ ATTRIBUTION_RULE = (
     "up most (filter weight in that class's head minus its mean over the task's classes, times the pooled "
     "activation); darker = larger push. Hover or click a candidate to see its words."
 )
+HISAN_RULE = (
+    "Highlighted (HiSAN): the words the model attended to most: word-level target attention within a line times that "
+    "line's line-level target attention, averaged over heads; the same for every task and candidate (attention shows "
+    "what the model read, not why it chose a class)."
+)
+
+
+def _attribution_kind(model: Any) -> str | None:
+    """``"mtcnn"`` (max-pooled windows), ``"hisan"`` (attention) or None (no highlights)."""
+    if isinstance(model, MtCNNForReportClassification):
+        return "mtcnn"
+    if getattr(getattr(model, "config", None), "model_type", None) == "hisan" and hasattr(model, "word_level"):
+        return "hisan"
+    return None
+
+
+def _no_highlights(model: Any, ngrams: int) -> str:
+    if ngrams == 0:
+        return "No highlights (--ngrams 0)."
+    return f"No highlights: they need an MtCNN or a HiSAN ({type(model).__name__} given)."
 
 
 def select_for_review(
@@ -123,7 +144,7 @@ def build_review(
     if top_k < 1 or ngrams < 0:
         raise ValueError(f"top_k must be >= 1 and ngrams >= 0, got {top_k} and {ngrams}.")
     tasks = list(task_labels)
-    explain = isinstance(model, MtCNNForReportClassification) and ngrams > 0
+    kind = _attribution_kind(model) if ngrams > 0 else None
     max_length = getattr(model.config, "max_length", None) or None
     reports = []
     for start in tqdm(range(0, len(texts), batch_size), desc="Review page", leave=False):
@@ -133,19 +154,25 @@ def build_review(
         )
         rows = range(start, start + len(chunk))
         top = {t: np.argsort(-probs[t][list(rows)], axis=1, kind="stable")[:, :top_k] for t in tasks}
-        attributions = [{} for _ in chunk]
-        if explain:
+        attributions: list[dict] = [{} for _ in chunk]
+        shared: list[list] = [[] for _ in chunk]  # HiSAN: one set of spans per report
+        if kind is not None:
             lengths = [len(x) for x in enc["input_ids"]]
-            width = max(max(lengths, default=1), max(model.config.kernel_sizes))
+            width = max(max(lengths, default=1), max(getattr(model.config, "kernel_sizes", [1])))
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             for i, x in enumerate(enc["input_ids"]):
                 input_ids[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
             device = next(model.parameters()).device
-            attributions = attribute_reports(
-                model, input_ids.to(device), (input_ids != pad).long().to(device),
-                {t: top[t].tolist() for t in tasks}, top_filters=top_filters, max_ngrams=ngrams,
-            )  # fmt: skip
+            input_ids, mask = input_ids.to(device), (input_ids != pad).long().to(device)
+            if kind == "mtcnn":
+                attributions = attribute_reports(
+                    model, input_ids, mask, {t: top[t].tolist() for t in tasks}, top_filters=top_filters,
+                    max_ngrams=ngrams,
+                )  # fmt: skip
+            else:
+                weights, _ = hisan_token_attention(model, input_ids, mask)
+                shared = [top_token_spans(w, max_spans=ngrams) for w in weights.float().cpu()]
         for i, row in enumerate(rows):
             text = chunk[i]
             offsets = word_offsets(text, enc["offset_mapping"][i])
@@ -156,7 +183,7 @@ def build_review(
             for t in tasks:
                 candidates = []
                 for c in top[t][i].tolist():
-                    found = attributions[i].get(t, {}).get(int(c), [])
+                    found = attributions[i].get(t, {}).get(int(c), shared[i])
                     candidates.append(
                         {
                             "label": task_labels[t][c],
@@ -180,10 +207,9 @@ def build_review(
         "tasks": tasks,
         "labels": {t: list(v) for t, v in task_labels.items()},
         "thresholds": dict(thresholds) if thresholds is not None else None,
-        "attribution": ATTRIBUTION_RULE if explain else None,
-        "attribution_missing": None
-        if explain
-        else f"No highlights: they need an MtCNN ({type(model).__name__} given).",
+        "attribution_kind": kind,
+        "attribution": {"mtcnn": ATTRIBUTION_RULE, "hisan": HISAN_RULE}.get(kind),
+        "attribution_missing": None if kind else _no_highlights(model, ngrams),
         "reports": reports,
     }
 
@@ -229,6 +255,7 @@ def write_review_html(path: str | Path, data: Mapping[str, Any], *, title: str =
 
 __all__ = [
     "ATTRIBUTION_RULE",
+    "HISAN_RULE",
     "build_review",
     "render_review_html",
     "select_for_review",
