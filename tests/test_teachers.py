@@ -84,3 +84,16 @@ def test_mixed_teacher_probs_on_other_reports_average_every_member(mixed):
         expected = (ensemble[task].sum(0) + sum(s[task] for s in singles)) / 6
         np.testing.assert_allclose(value, expected, atol=1e-5)
     assert torch.tensor(got["organ"]).sum(-1).allclose(torch.ones(len(prepared.test)), atol=1e-5)
+
+
+def test_teacher_archs_round_trip_through_the_canonical_string():
+    from reportkd.text.mtcnn.specs import format_teacher_archs, parse_student_arch, parse_teacher_archs
+
+    text = "mtcnn:4(kernel_sizes=2/3,dropout=0.3,seed=7),hisan:2(embedding_dim=96,words_per_line=10,epochs=3.0)"
+    specs = parse_teacher_archs(text)
+    assert specs[0].kernel_sizes == [2, 3] and specs[0].seed == 7 and specs[1].words_per_line == 10
+    canonical = "mtcnn:4(seed=7,dropout=0.3,kernel_sizes=2/3),hisan:2(embedding_dim=96,words_per_line=10,epochs=3.0)"
+    assert format_teacher_archs(specs) == canonical and parse_teacher_archs(canonical) == specs
+    assert parse_teacher_archs(["mtcnn:members=2", {"architecture": "hisan", "members": 1}])[1].architecture == "hisan"
+    assert parse_teacher_archs(None) is None and parse_teacher_archs(" ") is None
+    assert parse_student_arch("hisan(attention_heads=8)").attention_heads == 8
