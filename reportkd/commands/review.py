@@ -36,7 +36,7 @@ from ._classifier import (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="Classifier directory (highlights need an MtCNN).")
+    p.add_argument("--model", required=True, help="Classifier directory (highlights for an MtCNN or a HiSAN).")
     p.add_argument("--data", required=True, help="Reports to review (.jsonl[.gz], .csv, .parquet); labels not needed.")
     p.add_argument("--out", required=True, help="Output HTML page.")
     p.add_argument("--thresholds", help="Thresholds file (default: MODEL_DIR/thresholds.json when present).")
