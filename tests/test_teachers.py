@@ -94,6 +94,7 @@ def test_teacher_archs_round_trip_through_the_canonical_string():
     assert specs[0].kernel_sizes == [2, 3] and specs[0].seed == 7 and specs[1].words_per_line == 10
     canonical = "mtcnn:4(seed=7,dropout=0.3,kernel_sizes=2/3),hisan:2(embedding_dim=96,words_per_line=10,epochs=3.0)"
     assert format_teacher_archs(specs) == canonical and parse_teacher_archs(canonical) == specs
-    assert parse_teacher_archs(["mtcnn:members=2", {"architecture": "hisan", "members": 1}])[1].architecture == "hisan"
+    listed = parse_teacher_archs(["mtcnn:2(dropout=0.2)", {"architecture": "hisan", "members": 1}])
+    assert [(g.architecture, g.members, g.dropout) for g in listed] == [("mtcnn", 2, 0.2), ("hisan", 1, None)]
     assert parse_teacher_archs(None) is None and parse_teacher_archs(" ") is None
     assert parse_student_arch("hisan(attention_heads=8)").attention_heads == 8
