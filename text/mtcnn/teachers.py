@@ -433,8 +433,9 @@ def group_summaries(groups: list[TeacherGroup], prepared: PreparedData) -> list[
     """Per group: architecture, members, hyperparameters, seed, wall time, out-of-fold training and test accuracy.
 
     ``train_accuracy`` is the accuracy of the group's own soft labels on the training reports (the mean over the
-    group's members that did not train on each report, all members where none was held out); ``test_accuracy`` that
-    of the mean over all its members on the test split.
+    group's members that did not train on each report, all members where none was held out: out-of-fold with
+    ``folds`` > 1, in-sample with ``folds == 1``); ``test_accuracy`` that of the mean over all its members on the
+    test split.
 
     Args:
         groups: The trained groups.
@@ -455,7 +456,7 @@ def group_summaries(groups: list[TeacherGroup], prepared: PreparedData) -> list[
         out.append({
             "architecture": group.spec.architecture, "members": group.spec.members, "seed": group.seed,
             "hyperparameters": hp, "wall_time_s": round(float(group.wall_time_s), 1),
-            "train_accuracy_out_of_fold": _accuracy(soft, train_y),
+            "train_accuracy": _accuracy(soft, train_y),
             "test_accuracy": _accuracy(test, test_y) if test is not None else {},
         })  # fmt: skip
     return out
