@@ -47,3 +47,26 @@ def test_trl_config_built_from_the_best_settings_keeps_the_kv_cache(tmp_path):
     assert best.gradient_checkpointing is False and best.temperature == 1.0
     defaults = GKDConfig(**speed.trl_config_kwargs(bench_args(), str(tmp_path), defaults=True))
     assert defaults.gradient_checkpointing is True  # TRL's default: generation without KV cache
+
+
+def test_sharded_benchmark_reports_the_slower_process_and_checks_samples():
+    spec = importlib.util.spec_from_file_location("skd_sharded", ROOT / "benchmarks" / "skd_sharded.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def rec(batch, mode, arm, seconds, same=True):
+        return {"batch": batch, "mode": mode, "arm": arm, "seconds": seconds, "teacher_forwards": 3, "tokens": 5,
+                "same_samples": same}  # fmt: skip
+
+    ranks = [[rec(b, m, a, 1.0 + b) for b in range(3) for m in bench.MODES for a in bench.ARMS] for _ in range(2)]
+    ranks[1][0]["seconds"] = 9.0  # batch 0, skd, replicated: process 1 is the slower one
+    ranks[1][-1]["same_samples"] = False  # seq_kd, sharded: one batch differs
+    memory = [{"replicated": 8, "sharded": 4}] * 2
+    summary = bench.summarize(ranks, memory)
+    assert summary["skd"]["replicated"]["seconds_range"] == [2.0, 9.0]  # max over processes, per batch
+    assert summary["skd"]["replicated"]["seconds_median"] == 3.0
+    assert summary["skd"]["sharded"]["teacher_bytes_per_process"] == [4, 4]
+    assert summary["skd"]["sharded"]["teacher_forwards_per_process"] == [9, 9]
+    assert summary["seq_kd"]["sharded"]["same_samples_as_replicated"] is False
+    assert summary["seq_kd"]["replicated"]["same_samples_as_replicated"] is True
+    assert "| skd | sharded |" in bench.format_table(summary)
