@@ -235,8 +235,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prepared = prepare_data(str(data), job, seed=0)
     labels = {s: labels_by_task(getattr(prepared, s), prepared.task_labels) for s in ("calibration", "test")}
     teacher, info = load_teacher(prepared, job, base_args, args, cache, log)
-    soft = soft_labels(teacher, prepared, job, 0)
-    teacher_row = task_metrics(predict_splits(teacher, prepared), labels, args.delta, TARGETS)
+    t_path = cache / f"teacher-probs-{_hash(info['source'])}.npz"  # soft labels, calibration/test probabilities
+    if (t_arrays := load_npz(t_path)) is None:
+        t_arrays = predict_splits(teacher, prepared)
+        t_arrays.update({f"soft/{t}": p for t, p in soft_labels(teacher, prepared, job, 0).items()})
+        save_npz(t_path, t_arrays)
+    soft = {k.removeprefix("soft/"): v for k, v in t_arrays.items() if k.startswith("soft/")}
+    teacher_row = task_metrics(t_arrays, labels, args.delta, TARGETS)
     per_k: dict[int, dict[int, dict]] = {k: {} for k in args.ks}
     counts: dict[str, list[int]] = {}
     fp = _hash({"job": dataclasses.asdict(job), "steps": args.steps, "teacher": info["source"], "v": VERSION})
