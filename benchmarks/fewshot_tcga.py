@@ -160,6 +160,7 @@ def plot(summaries: dict[int, dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from reportkd.utils import atomic_path
 
@@ -174,6 +175,7 @@ def plot(summaries: dict[int, dict], path: Path) -> None:
                 sd = [0.0 if s is None else s["sd"] for s in stats]
                 ax.errorbar(ks, mean, yerr=sd, marker="o", capsize=2, label=method)
             ax.set(xscale="log", xticks=ks, title=f"{task}: {'accuracy' if row == 0 else f'coverage @{target:.2f}'}")
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_xticklabels([str(k) for k in ks])
             ax.set_xlabel("labelled reports k")
     axes[0, 0].legend(fontsize=7)
