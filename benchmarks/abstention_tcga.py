@@ -159,7 +159,9 @@ def train_models(
     def build_baseline():
         return predict_splits(train_single(prepared, base, b_args, work / "tmp"), prepared)
 
-    results["baseline"] = cached("baseline", _key(base, b_args, ("epochs",)), build_baseline)
+    # a longer baseline's key also names max_length (older cache entries at --epochs 8 may hold 512-token models)
+    b_keys = ("epochs",) if anchor_epochs is None else ("epochs", "max_length")
+    results["baseline"] = cached("baseline", _key(base, b_args, b_keys), build_baseline)
     soft_cache: dict[str, dict[str, np.ndarray]] = {}
     for name in students:
         spec = dict(STUDENTS[name])
