@@ -12,6 +12,8 @@ new variants reuse trained teachers. Every model is trained by the MtCNN job's s
     python benchmarks/abstention_tcga.py                                  # default: 3 seeds, student "oof"
     python benchmarks/abstention_tcga.py --students oof,oof_soft --dac    # more variants, plus DAC
     python benchmarks/abstention_tcga.py --seeds 0 --students oof_t2 --quick
+    python benchmarks/abstention_tcga.py --epochs 4 --students i4_soft_x4 --anchor-epochs 16  # patient student vs
+                                                                                           # an equally long baseline
 
 Writes ``benchmarks/results/abstention_tcga.{json,md}`` and risk–coverage / coverage PNGs; prints the JSON summary.
 """
