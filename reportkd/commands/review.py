@@ -88,8 +88,6 @@ def write_review_page(
 ) -> dict[str, Any]:
     """Writes the review page for a finished prediction run; returns the page's counts.
 
-    ``reportkd predict --html FILE`` can call this with what it already computed.
-
     Args:
         out: Output HTML file (checked by the caller: :func:`~._classifier.check_outputs`).
         clf: The classifier.
