@@ -219,3 +219,35 @@ def test_cod_equal_keeps_half_the_reports_and_adds_their_counterfactuals(records
     args = default_training_args(tmp_path, max_steps=1, disable_tqdm=True)
     results = run_mtcnn_job(records, tiny_job(counterfactuals="equal", alpha=1.0, train_baseline=False), args)
     assert results["data"]["transfer"]["cod_attempted"] == results["data"]["train"] // 2
+
+
+def test_demo_and_recipe_take_a_datasets_spec_like_the_file(tmp_path):
+    from reportkd.text.mtcnn.recipe import load_source
+
+    data = write_reports(tmp_path / "reports.jsonl", generate_reports(120, seed=3))
+    source, origin = load_source(f"json:{data}")
+    assert not isinstance(source, str) and len(source) == 120 and "json:" in origin  # loaded as a Dataset
+    flags = ["--members", "1", "--epochs", "1", "--embedding-dim", "8", "--num-filters", "4", "--max-length", "64",
+             "--tasks", "organ", "--folds", "1"]  # fmt: skip
+    assert cli_main(["demo", "--output-dir", str(tmp_path / "file"), "--data", str(data), *flags]) == 0
+    assert cli_main(["demo", "--output-dir", str(tmp_path / "spec"), "--data", f"json:{data}", *flags]) == 0
+    by_file, by_spec = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("file", "spec"))
+    assert by_spec["models"] == by_file["models"]  # same reports, same split, same models
+
+
+def test_a_one_member_ensemble_predicts_like_its_member():
+    import numpy as np
+    from datasets import Dataset
+
+    from reportkd.text.mtcnn.configuration_mtcnn import MtCNNConfig
+    from reportkd.text.mtcnn.ensemble import MtCNNEnsembleForReportClassification
+    from reportkd.text.mtcnn.predict import predict_member_probs, predict_probs
+
+    config = MtCNNConfig(vocab_size=30, embedding_dim=8, num_filters=4, task_labels={"organ": ["a", "b", "c"]})
+    ensemble = MtCNNEnsembleForReportClassification(config)  # num_members defaults to one
+    assert ensemble.num_members == 1
+    rows = Dataset.from_dict({"input_ids": [[i % 29 + 1] * (5 + i % 7) for i in range(9)]})
+    members = predict_member_probs(ensemble, rows, batch_size=4)["organ"]
+    assert members.shape == (1, 9, 3)  # three batches joined along the report axis
+    probs = predict_probs(ensemble, rows, batch_size=4)["organ"]
+    np.testing.assert_allclose(probs, predict_probs(ensemble.member(0), rows, batch_size=4)["organ"], atol=1e-6)

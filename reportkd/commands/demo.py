@@ -20,7 +20,8 @@ OPTIONAL_TASKS = ("histology_group",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="Reports file (.jsonl[.gz], .csv, .parquet). Default: a generated synthetic corpus.")
+    p.add_argument("--data", help="Reports file (.jsonl[.gz], .csv, .parquet) or a datasets spec (hf:ORG/NAME[:SPLIT], "
+        "json:GLOB[:SPLIT]). Default: a generated synthetic corpus.")
     p.add_argument("--output-dir", default="reportkd-demo", help="Where models, soft labels and results go.")
     p.add_argument(
         "--tasks",
@@ -81,10 +82,10 @@ def default_tasks(data: str | None) -> list[str]:
     """The demo's tasks: :data:`DEFAULT_TASKS`, plus :data:`OPTIONAL_TASKS` the reports file has (first record)."""
     tasks = list(DEFAULT_TASKS)
     if data:
-        from reportkd.data import read_records
+        from reportkd.data import iter_records
 
         try:
-            first = read_records(Path(data))[:1]
+            first = next(iter_records(data, chunk_size=1), [])
         except (OSError, ValueError):
             return tasks  # the job reports the unreadable file with its own message
         tasks += [t for t in OPTIONAL_TASKS if first and t in first[0]]
@@ -128,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, seed=args.seed,
     )  # fmt: skip
     if args.data:
-        source, origin = args.data, args.data
+        from reportkd.data import report_source
+
+        source, origin = report_source(args.data), args.data  # a file, or a datasets spec loaded as a Dataset
     else:
         from reportkd.synthetic import generate_reports
 

@@ -50,8 +50,8 @@ def predict_member_probs(
         out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
         for task, logits in out.logits.items():
             chunks.setdefault(task, []).append(torch.softmax(logits[..., :cut].float() / temperature, -1).cpu())
-    dim = 1 if getattr(model.config, "num_members", 1) > 1 else 0
-    return {t: torch.cat(c, dim=dim).numpy() for t, c in chunks.items()}
+    # an ensemble's logits are (members, batch, C), a one-member ensemble's too: join along the batch axis
+    return {t: torch.cat(c, dim=c[0].ndim - 2).numpy() for t, c in chunks.items()}
 
 
 def predict_probs(model, dataset: Dataset, **kwargs) -> dict[str, np.ndarray]:
@@ -64,9 +64,8 @@ def predict_probs(model, dataset: Dataset, **kwargs) -> dict[str, np.ndarray]:
             :func:`predict_member_probs`).
     """
     probs = predict_member_probs(model, dataset, **kwargs)
-    if getattr(model.config, "num_members", 1) > 1:
-        probs = {t: p.mean(0) for t, p in probs.items()}
-    return probs
+    # an ensemble's are (members, N, C), a one-member ensemble's too
+    return {t: p.mean(0) if p.ndim == 3 else p for t, p in probs.items()}
 
 
 def labels_by_task(dataset: Dataset, task_labels: dict[str, list[str]]) -> dict[str, np.ndarray]:

@@ -45,10 +45,16 @@ def make_parser() -> RecipeParser:
 
 
 def load_source(spec: str) -> tuple[Any, str]:
-    """Reports for the job and their description: a path, or ``synthetic:n=..,seed=..``."""
+    """Reports for the job and their description: a path, a datasets spec, or ``synthetic:n=..,seed=..``."""
     if not spec.startswith("synthetic"):
+        from reportkd.data import parse_data_spec, report_source
+
+        if parse_data_spec(spec) is not None:  # hf:ORG/NAME[:SPLIT], json:GLOB, ...: loaded as a Dataset
+            return report_source(spec), f"pathology reports from `{spec}`"
         if not Path(spec).is_file():
-            raise FileNotFoundError(f"Reports file {spec} not found: pass --data FILE or --data synthetic:n=2000.")
+            raise FileNotFoundError(
+                f"Reports file {spec} not found: pass --data FILE, a datasets spec (hf:ORG/NAME) or synthetic:n=2000."
+            )
         return spec, f"pathology reports from `{Path(spec).name}`"
     from reportkd.synthetic import generate_reports
 
