@@ -20,8 +20,11 @@ OPTIONAL_TASKS = ("histology_group",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="Reports file (.jsonl[.gz], .csv, .parquet) or a datasets spec (hf:ORG/NAME[:SPLIT], "
-        "json:GLOB[:SPLIT]). Default: a generated synthetic corpus.")
+    p.add_argument(
+        "--data",
+        help="Reports file (.jsonl[.gz], .csv, .parquet) or a datasets spec (hf:ORG/NAME[:SPLIT], json:GLOB[:SPLIT]). "
+        "Default: a generated synthetic corpus.",
+    )
     p.add_argument("--output-dir", default="reportkd-demo", help="Where models, soft labels and results go.")
     p.add_argument(
         "--tasks",
