@@ -126,7 +126,7 @@ def test_results_record_each_teacher_group(mixed_run):
     assert mtcnn["hyperparameters"]["kernel_sizes"] == [2, 3, 4] and mtcnn["hyperparameters"]["dropout"] == 0.5
     assert hisan["hyperparameters"]["attention_heads"] == 2 and hisan["hyperparameters"]["dropout"] == 0.1
     for group in (mtcnn, hisan):
-        assert group["wall_time_s"] > 0
+        assert isinstance(group["wall_time_s"], float) and group["wall_time_s"] >= 0  # rounded: tiny groups give 0.0
         assert set(group["test_accuracy"]) == set(group["train_accuracy"]) == {"organ", "grade"}
         assert all(0 <= a <= 1 for a in group["test_accuracy"].values())
     assert teacher["wall_time_s"] >= mtcnn["wall_time_s"] + hisan["wall_time_s"] - 0.5
