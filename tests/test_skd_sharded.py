@@ -223,7 +223,7 @@ def test_sharded_sampler_stays_in_step_and_matches_whole_models(tmp_path):
 def test_sharded_teacher_training_matches_one_process(tmp_path):
     from safetensors.torch import load_file
 
-    config = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "accelerate_skd_sharded_teacher.yaml"
+    config = Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "skd_sharded_teacher.yaml"
     launch = [
         sys.executable,
         "-m",
