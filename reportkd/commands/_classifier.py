@@ -62,6 +62,22 @@ class Classifier:
     model_id: str
     model_sha256: str | None
 
+    def decisions(self, probs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Probabilities after the thresholds file's temperatures, and the accepted mask per task (all accepted
+        without thresholds).
+
+        Args:
+            probs: Task → ``(N, C)`` model probabilities.
+        """
+        from reportkd.abstention import apply_temperature, apply_thresholds
+
+        th = self.thresholds
+        if th is None:
+            return probs, {t: np.ones(len(p), dtype=bool) for t, p in probs.items()}
+        if th.temperatures:
+            probs = {t: apply_temperature(p, th.temperatures.get(t, 1.0)) for t, p in probs.items()}
+        return probs, apply_thresholds(probs, th.thresholds, th.mode)
+
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The loader's safety switches (both off by default)."""

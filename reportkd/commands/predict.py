@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             progress.update(len(result.order))
             preds = result.predictions
             preds.validate()
-            probs, accepted = decisions(clf, preds.probs)
+            probs, accepted = clf.decisions(preds.probs)
             for line in output_lines(clf, result, probs, accepted):
                 f.write(json.dumps(line) + "\n")
             for rid, _ in result.order:
@@ -183,24 +183,6 @@ def run(args: argparse.Namespace) -> int:
     if args.save_probs:
         print(f"Probabilities → {args.save_probs}")
     return 0
-
-
-def decisions(clf: Any, probs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Probabilities after the thresholds file's temperatures, and the accepted mask per task (all accepted without
-    thresholds).
-
-    Args:
-        clf: The :class:`~._classifier.Classifier` (its ``thresholds``).
-        probs: Task → ``(N, C)`` model probabilities.
-    """
-    from reportkd.abstention import apply_temperature, apply_thresholds
-
-    th = clf.thresholds
-    if th is not None and th.temperatures:
-        probs = {t: apply_temperature(p, th.temperatures.get(t, 1.0)) for t, p in probs.items()}
-    if th is None:
-        return probs, {t: np.ones(len(p), dtype=bool) for t, p in probs.items()}
-    return probs, apply_thresholds(probs, th.thresholds, th.mode)
 
 
 def output_lines(

@@ -54,23 +54,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
 
 
-def decisions(clf: Classifier, probs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Probabilities after the thresholds file's temperatures and the accepted mask per task (all without thresholds).
-
-    Args:
-        clf: The classifier (its ``thresholds``).
-        probs: Task → ``(N, C)`` model probabilities.
-    """
-    from reportkd.abstention import apply_temperature, apply_thresholds
-
-    th = clf.thresholds
-    if th is not None and th.temperatures:
-        probs = {t: apply_temperature(p, th.temperatures.get(t, 1.0)) for t, p in probs.items()}
-    if th is None:
-        return probs, {t: np.ones(len(p), dtype=bool) for t, p in probs.items()}
-    return probs, apply_thresholds(probs, th.thresholds, th.mode)
-
-
 def write_review_page(
     out: str | Path,
     clf: Classifier,
@@ -92,7 +75,7 @@ def write_review_page(
         out: Output HTML file (checked by the caller: :func:`~._classifier.check_outputs`).
         clf: The classifier.
         run: :func:`~._classifier.run_model`'s result on ``data``.
-        probs: Task → ``(N, C)`` probabilities of the run's rows (temperatures applied: :func:`decisions`).
+        probs: Task → ``(N, C)`` probabilities of the run's rows (temperatures applied: ``Classifier.decisions``).
         accepted: Task → ``(N,)`` accepted mask.
         data: The reports file the run read (the page shows the texts).
         text_column: Its text column.
@@ -158,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         )
     result = run_model(clf, args.data, args, require_labels=False)
     result.predictions.validate()
-    probs, accepted = decisions(clf, result.predictions.probs)
+    probs, accepted = clf.decisions(result.predictions.probs)
     counts = write_review_page(
         args.out, clf, result, probs, accepted, args.data, text_column=args.text_column,
         max_reports=args.max_reports, include_coded=args.include_coded, top_k=args.top_k, ngrams=args.ngrams,
