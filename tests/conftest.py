@@ -4,6 +4,8 @@
   machine's cores are shared. A test (or a recipe it runs) that changes the thread count is undone afterwards.
 - ``@pytest.mark.shared_data("wsi/x.svs", ...)`` skips a test when ``../shared/data`` (or one of the named paths
   inside it) is absent; the ``shared_data_dir`` fixture gives that folder.
+- ``pytestmark = pytest.mark.usefixtures("no_full_gc")`` in a module that trains many tiny models skips
+  accelerate's full ``gc.collect()`` after each ``train()``.
 """
 
 from pathlib import Path
@@ -32,6 +34,16 @@ def _restore_one_thread(one_thread):
 
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def no_full_gc():
+    """accelerate runs gc.collect() after every train() (~1 s each in a full pytest process, on CPU for nothing)."""
+    import accelerate.utils.memory as memory
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(memory, "gc", type("NoGC", (), {"collect": staticmethod(lambda *a, **k: 0)}))
+        yield
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

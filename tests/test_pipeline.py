@@ -23,14 +23,7 @@ def tiny_job(**kw):
     return MtCNNJobArguments(**{**values, **kw})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_full_gc_after_each_training():
-    """accelerate runs gc.collect() after every train() (~1 s each in a full pytest process, on CPU for nothing)."""
-    import accelerate.utils.memory as memory
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(memory, "gc", type("NoGC", (), {"collect": staticmethod(lambda *a, **k: 0)}))
-        yield
+pytestmark = pytest.mark.usefixtures("no_full_gc")
 
 
 @pytest.fixture(scope="module")
