@@ -17,11 +17,16 @@ variant unless its name says otherwise:
 - ``multi_self``: + EMA self-distillation on local/global crops (GPFM);
 - ``multi_relation``: + sample- and region-level relation KD (HVisKD; the config default);
 - ``multi_norm`` / ``multi_relation_norm``: GPFM-style per-expert feature standardisation (running moments) of the
-  expert targets, without / with relations; ``*_long``: the same at ``--long-factor`` x the steps (not equal budget);
+  expert targets, without / with relations;
 - ``dino_ibot``: DINO + iBOT distillation from the frozen experts, 2 global views + local crops, masked tokens
   (H0-mini), stain jitter 0.05 on every view; ``dino_ibot_hed``: stain jitter ``--strong-hed`` on every view, the
   teachers see the same jittered view; ``dino_ibot_hed_clean``: the student's views jittered, the teachers see
-  the un-jittered views (distillation for invariance, H0-mini's recipe).
+  the un-jittered views (distillation for invariance, H0-mini's recipe); ``dino_ibot_relation_hed_clean``: the same
+  plus sample and region relation KD (the experts' geometry directly); ``dino_ibot_soft_hed_clean``: 512 prototypes
+  and teacher temperature 0.1 (softer targets: more of each expert's geometry survives the prototype head);
+- ``multi_relation_favA``: multi + relation KD with expert A (arrangement, the lagging task) weighted 2, B 1;
+- ``*_long``: the same at ``--long-factor`` x the steps (not equal budget; ``kd_A_long`` / ``kd_B_long`` are the
+  single-expert students at the multi-expert student's long budget).
 
 Per expert task: linear-probe and kNN accuracy on held-out labelled tiles; agreement with each expert (CKA, kNN
 overlap) on the labelled test tiles and on real tiles of a held-out slide; stain robustness (nearest neighbour among
@@ -73,10 +78,17 @@ VARIANTS = {
     "dino_ibot": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0},
     "dino_ibot_hed": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0, "hed": "strong"},
     "dino_ibot_hed_clean": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0, "hed": "clean"},
-}
-for _name in ("multi", "multi_relation", "multi_norm", "multi_relation_norm"):
+    "dino_ibot_relation_hed_clean": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0, "hed": "clean",
+                                     "relation_sample_weight": 1.0, "relation_region_weight": 1.0},
+    "dino_ibot_soft_hed_clean": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0, "hed": "clean",
+                                 "dino_out_dim": 512, "teacher_temperature": 0.1},
+}  # fmt: skip
+VARIANTS["multi_relation_favA"] = {**VARIANTS["multi_relation"], "expert_weights": {"A": 2.0, "B": 1.0}}
+for _name in ("kd_A", "kd_B", "multi", "multi_relation", "multi_norm", "multi_relation_norm", "multi_relation_favA",
+              "dino_ibot_hed_clean", "dino_ibot_relation_hed_clean"):  # fmt: skip
     VARIANTS[f"{_name}_long"] = {**VARIANTS[_name], "long": True}
-MULTI_CROP = ("multi_self", "dino_ibot", "dino_ibot_hed", "dino_ibot_hed_clean", "scratch")
+MULTI_CROP = ("multi_self", "dino_ibot", "dino_ibot_hed", "dino_ibot_hed_clean", "dino_ibot_relation_hed_clean",
+              "dino_ibot_soft_hed_clean", "scratch")  # fmt: skip
 TASKS = {"morphology": ("arrangement", "shape"), "histology": ("tissue", None)}
 TRAIN_SLIDES = ("kidney-48-5.tif", "tcga-cr-7395-01a-01-ts1.svs")  # unlabelled real tiles for distillation
 HELD_OUT_SLIDE = "cmu-1-small-region.svs"  # agreement and stain robustness on real tiles
@@ -91,31 +103,38 @@ def vit(size: int, dim: int, depth: int, heads: int) -> PatchEncoder:
                                                   "num_heads": heads, "mlp_ratio": 2.0}, image_size=size)  # fmt: skip
 
 
+def student_setup(variant: str, opts, seed: int, size: int, output_dir: str):
+    """A variant's ``(PatchDistillationConfig, expert names or None for all, collator)`` at ``opts``' budget."""
+    spec = {"relation_sample_weight": 0.0, "relation_region_weight": 0.0, **VARIANTS[variant]}  # off unless named
+    names = spec.pop("experts", None)
+    hed, steps = spec.pop("hed", None), opts.steps * (opts.long_factor if spec.pop("long", False) else 1)
+    crops = variant.removesuffix("_long") in MULTI_CROP
+    collator = MultiCropCollator(
+        size, num_global=2 if crops else 1, global_scale=(0.5, 1.0) if crops else (1.0, 1.0),
+        num_local=2 if crops else 0, local_size=size // 2, hed_sigma=opts.strong_hed if hed else 0.05,
+        mask_ratio=0.3 if spec.get("ibot_weight") else 0.0, num_patches=(size // 8) ** 2,
+        clean_teacher_views=hed == "clean",
+    )  # fmt: skip
+    args = PatchDistillationConfig(
+        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=opts.batch, learning_rate=opts.lr,
+        lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20), weight_decay=0.05, save_strategy="no",
+        report_to="none", use_cpu=True, disable_tqdm=True, logging_steps=max(1, steps // 4), seed=seed,
+        dataloader_drop_last=True,
+        **{"dino_out_dim": 128, "dino_hidden_dim": 128, "dino_bottleneck_dim": 32, **spec},
+    )  # fmt: skip
+    return args, names, collator
+
+
 def train_student(variant: str, experts: dict, data: TileDataset, opts, seed: int, size: int) -> PatchEncoder:
     torch.manual_seed(seed)
     student = vit(size, *opts.student)
     if VARIANTS[variant] is None:
         return student.eval()
-    spec = {"relation_sample_weight": 0.0, "relation_region_weight": 0.0, **VARIANTS[variant]}  # off unless named
-    names = spec.pop("experts", list(experts))
-    hed, steps = spec.pop("hed", None), opts.steps * (opts.long_factor if spec.pop("long", False) else 1)
-    crops = variant in MULTI_CROP
-    n_patches = (size // 8) ** 2
-    collator = MultiCropCollator(
-        size, num_global=2 if crops else 1, global_scale=(0.5, 1.0) if crops else (1.0, 1.0),
-        num_local=2 if crops else 0, local_size=size // 2, hed_sigma=opts.strong_hed if hed else 0.05,
-        mask_ratio=0.3 if spec.get("ibot_weight") else 0.0, num_patches=n_patches, clean_teacher_views=hed == "clean",
-    )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        args = PatchDistillationConfig(
-            output_dir=tmp, max_steps=steps, per_device_train_batch_size=opts.batch, learning_rate=opts.lr,
-            lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20), weight_decay=0.05, save_strategy="no",
-            report_to="none", use_cpu=True, disable_tqdm=True, logging_steps=max(1, steps // 4), seed=seed,
-            dataloader_drop_last=True,
-            dino_out_dim=128, dino_hidden_dim=128, dino_bottleneck_dim=32, **spec,
-        )  # fmt: skip
-        trainer = PatchDistillationTrainer(student, teachers={n: experts[n] for n in names}, args=args,
-                                           train_dataset=data, data_collator=collator)  # fmt: skip
+        args, names, collator = student_setup(variant, opts, seed, size, tmp)
+        teachers = {n: experts[n] for n in names or experts}
+        trainer = PatchDistillationTrainer(student, teachers=teachers, args=args, train_dataset=data,
+                                           data_collator=collator)  # fmt: skip
         trainer.train()
     return student.eval()
 
