@@ -24,6 +24,7 @@ variant unless its name says otherwise:
   the un-jittered views (distillation for invariance, H0-mini's recipe); ``dino_ibot_relation_hed_clean``: the same
   plus sample and region relation KD (the experts' geometry directly); ``dino_ibot_soft_hed_clean``: 512 prototypes
   and teacher temperature 0.1 (softer targets: more of each expert's geometry survives the prototype head);
+  ``dino_ibot_k512_hed_clean``: 512 prototypes only; ``dino_ibot_sharp_hed_clean``: teacher temperature 0.02 only;
 - ``multi_relation_favA``: multi + relation KD with expert A (arrangement, the lagging task) weighted 2, B 1;
 - ``*_long``: the same at ``--long-factor`` x the steps (not equal budget; ``kd_A_long`` / ``kd_B_long`` are the
   single-expert students at the multi-expert student's long budget).
@@ -82,13 +83,16 @@ VARIANTS = {
                                      "relation_sample_weight": 1.0, "relation_region_weight": 1.0},
     "dino_ibot_soft_hed_clean": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0, "hed": "clean",
                                  "dino_out_dim": 512, "teacher_temperature": 0.1},
+    "dino_ibot_k512_hed_clean": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0, "hed": "clean",
+                                 "dino_out_dim": 512},
+    "dino_ibot_sharp_hed_clean": {"feature_weight": 0.0, "dino_weight": 1.0, "ibot_weight": 1.0, "hed": "clean",
+                                  "teacher_temperature": 0.02},
 }  # fmt: skip
 VARIANTS["multi_relation_favA"] = {**VARIANTS["multi_relation"], "expert_weights": {"A": 2.0, "B": 1.0}}
 for _name in ("kd_A", "kd_B", "multi", "multi_relation", "multi_norm", "multi_relation_norm", "multi_relation_favA",
               "dino_ibot_hed_clean", "dino_ibot_relation_hed_clean"):  # fmt: skip
     VARIANTS[f"{_name}_long"] = {**VARIANTS[_name], "long": True}
-MULTI_CROP = ("multi_self", "dino_ibot", "dino_ibot_hed", "dino_ibot_hed_clean", "dino_ibot_relation_hed_clean",
-              "dino_ibot_soft_hed_clean", "scratch")  # fmt: skip
+MULTI_CROP = ("multi_self", "scratch", *(v for v in VARIANTS if v.startswith("dino_ibot") and not v.endswith("_long")))
 TASKS = {"morphology": ("arrangement", "shape"), "histology": ("tissue", None)}
 TRAIN_SLIDES = ("kidney-48-5.tif", "tcga-cr-7395-01a-01-ts1.svs")  # unlabelled real tiles for distillation
 HELD_OUT_SLIDE = "cmu-1-small-region.svs"  # agreement and stain robustness on real tiles
