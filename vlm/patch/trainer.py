@@ -61,7 +61,8 @@ class PatchDistillationConfig(DistillationConfig):
         feature_kind: ``"cosine"`` or ``"mse"``.
         token_weight: Patch-token KD (teacher tokens pooled onto the student's grid; needs token teachers).
         relation_sample_weight: Sample-level relation KD (HVisKD; batch-coupled). On by default with
-            ``relation_region_weight``: together they beat plain multi-expert KD in ``benchmarks/patch_distill.py``.
+            ``relation_region_weight``: together they beat plain multi-expert KD in ``benchmarks/patch_distill.py``,
+            and next to DINO/iBOT they make that student as stain-robust as its experts (keep them on there too).
         relation_sample_kind: ``"mse"`` (cosine matrices) or ``"kl"`` (row softmax).
         relation_region_weight: Region-level relation KD (token-token cosine matrices per image; HVisKD; needs
             experts with patch tokens: set 0 for embedding-only experts or precomputed features).
