@@ -60,6 +60,10 @@ def test_unknown_as_missing_drops_label_and_renormalises():
     known = out_arrays["test/laterality~known"]
     assert known.shape == (4, 2) and np.allclose(known.sum(1), 1) and np.isclose(known[0, 0], 0.5 / 0.7)
     assert "laterality~known" not in labels["test"]  # inputs untouched
+    # a model sure of "unknown" (the other classes underflowed to 0 in float32) says nothing else: uniform, sums to 1
+    sure = {"calibration/laterality": p, "test/laterality": np.array([[0, 1, 0]] * 4, dtype=np.float32)}
+    known = unknown_as_missing(sure, labels, {"laterality": ["left", "unknown", "right"]})[0]["test/laterality~known"]
+    assert np.allclose(known, 0.5)
 
 
 def test_summarise_pairs_by_seed():

@@ -176,8 +176,11 @@ def unknown_as_missing(
             y = np.where(y == u, -100, np.where(y > u, y - 1, y))
             labels[split][f"{task}~known"] = y
             if f"{split}/{task}" in arrays:
-                p = np.delete(arrays[f"{split}/{task}"], u, axis=1)
-                arrays[f"{split}/{task}~known"] = p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
+                p = np.delete(arrays[f"{split}/{task}"], u, axis=1).astype(np.float64)
+                mass = p.sum(1, keepdims=True)
+                # a model sure of "unknown" (the rest underflowed to 0 in float32) says nothing else: uniform
+                p = np.where(mass > 1e-12, p / np.maximum(mass, 1e-12), 1.0 / p.shape[1])
+                arrays[f"{split}/{task}~known"] = p
     return arrays, labels
 
 
