@@ -102,6 +102,8 @@ STUDENTS: dict[str, dict[str, Any]] = {
     # a stronger, more diverse teacher: mixed MtCNN + HiSAN groups, soft labels only
     "mixed44_soft": {"teacher": "mixed44", "alpha": 1.0},
     "mixed88_soft": {"teacher": "mixed88", "alpha": 1.0},
+    "mixed44_soft_long": {"teacher": "mixed44", "alpha": 1.0, "student_epochs": 16},
+    "mixed44_consistent": {"teacher": "mixed44", "alpha": 1.0, "consistent_teaching": True},
 }
 STUDENT_KEYS = ("student_epochs", "alpha", "temperature", "consistent_teaching", "augment_strength", "counterfactuals",
                 "cod_max_edits")  # fmt: skip
