@@ -189,11 +189,10 @@ def train_models(
                 ensemble = train_teacher_ensemble(prepared, t_job, targs, work / "tmp")
                 soft = soft_labels(ensemble, prepared, t_job, seed)
             else:  # groups of MtCNNs / HiSANs, as the job trains them with --teacher-archs
-                from reportkd.text.mtcnn.teachers import MixedTeacherEnsemble, mixed_soft_labels, train_teacher_groups
+                from reportkd.text.mtcnn.teachers import MixedTeacherEnsemble, train_mixed_teacher
 
-                groups = train_teacher_groups(prepared, t_job, targs, t_job.teacher_groups, work / "tmp")
-                ensemble = MixedTeacherEnsemble(groups)
-                soft = mixed_soft_labels(groups, prepared.train, prepared.tokenizer.pad_token_id)[0]
+                mixed = train_mixed_teacher(prepared, t_job, targs, t_job.teacher_groups, work / "tmp")
+                ensemble, soft = MixedTeacherEnsemble(mixed.groups), mixed.soft_labels
             ensemble.save_pretrained(module_dir)  # for students that need the teacher in memory (CoD, consistent)
             out = predict_splits(ensemble, prepared)
             out.update({f"soft/{t}": p for t, p in soft.items()})

@@ -127,8 +127,6 @@ def job_arguments(args: argparse.Namespace) -> MtCNNJobArguments:
         raise ValueError(
             "Give --members (MtCNNs only) or --teacher-archs, not both; e.g. --teacher-archs mtcnn:4,hisan:4."
         )
-    if args.epochs < 1 or (args.student_epochs is not None and args.student_epochs < 1):
-        raise ValueError("--epochs and --student-epochs must be >= 1.")
     return MtCNNJobArguments(
         tasks=tasks,
         consistent_teaching=args.consistent_teaching,
