@@ -104,16 +104,29 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "mixed88_soft": {"teacher": "mixed88", "alpha": 1.0},
     "mixed44_soft_long": {"teacher": "mixed44", "alpha": 1.0, "student_epochs": 16},
     "mixed44_consistent": {"teacher": "mixed44", "alpha": 1.0, "consistent_teaching": True},
+    # a registry's backlog (--backlog F): the held-back training reports, without labels, as extra transfer data
+    "backlog_soft": {"teacher": "insample8", "alpha": 1.0, "backlog": True},
+    "backlog_mixed": {"teacher": "mixed44", "alpha": 1.0, "backlog": True},
+    # a diagnostic, not a deployable recipe: the teacher's labels on the calibration and test texts themselves (no
+    # gold labels) as transfer data -- can one MtCNN rank the test reports like the ensemble when it is shown how?
+    "transductive_soft": {"teacher": "insample8", "alpha": 1.0, "backlog": "eval"},
+    "transductive_mixed": {"teacher": "mixed44", "alpha": 1.0, "backlog": "eval"},
 }
 STUDENT_KEYS = ("student_epochs", "alpha", "temperature", "consistent_teaching", "augment_strength", "counterfactuals",
-                "cod_max_edits")  # fmt: skip
+                "cod_max_edits", "unlabelled")  # fmt: skip
 TEACHER_KEYS = ("members", "folds", "teacher_epochs", "member_sampling", "bag_fraction", "teacher_archs")
+NEW_KEYS = ("teacher_archs", "unlabelled")  # keys added later: left out of a cache key while None
 
 
 def _key(job, training_args, keys) -> str:
     d = {**dataclasses.asdict(job), "epochs": int(training_args.num_train_epochs), "version": CACHE_VERSION}
-    # a key enters only when set where None was its old value (teacher_archs): earlier cache entries keep their keys
-    blob = json.dumps({k: d[k] for k in (*keys, "tasks", "version") if not (k == "teacher_archs" and d[k] is None)},
+    if d["unlabelled"] is not None:  # the backlog's content, not its path
+        from reportkd.text.mtcnn.job import data_fingerprint
+
+        d["unlabelled"] = data_fingerprint(d["unlabelled"])
+    # a key enters only when set where None was its old value (teacher_archs, unlabelled): earlier cache entries keep
+    # their keys
+    blob = json.dumps({k: d[k] for k in (*keys, "tasks", "version") if not (k in NEW_KEYS and d[k] is None)},
                       sort_keys=True, default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -135,11 +148,13 @@ def train_models(
     log,
     cached_only: bool = False,
     anchor_epochs: int | None = None,
+    backlog: str | None = None,
 ) -> dict[str, dict]:
     """Trains (or loads cached probabilities of) baseline, ensembles, students and DAC for one seed.
 
     ``anchor_epochs``: the hard-label baseline's epochs (None: the training arguments'), to compare long students
-    against an equally long baseline.
+    against an equally long baseline. ``backlog``: the reports file that students marked ``backlog`` get as
+    ``unlabelled`` transfer data.
     """
     from reportkd.text.mtcnn.pipeline import (
         soft_labels,
@@ -178,6 +193,14 @@ def train_models(
     for name in students:
         spec = dict(STUDENTS[name])
         teacher_name = spec.pop("teacher")
+        source = spec.pop("backlog", False)
+        if source == "eval":  # the calibration and test texts, without labels
+            texts = [t for split in (prepared.calibration, prepared.test) for t in split[base.text_column]]
+            spec["unlabelled"] = write_reports([{base.text_column: t} for t in texts], cache / "eval_texts.jsonl")
+        elif source:
+            if backlog is None:
+                raise SystemExit(f"student {name} needs --backlog (held-back training reports as unlabelled data).")
+            spec["unlabelled"] = backlog
         t_job = dataclasses.replace(base, **TEACHERS[teacher_name])
         s_job = dataclasses.replace(t_job, **spec)
         t_key = _key(t_job, targs, TEACHER_KEYS + ("epochs",))
@@ -207,7 +230,7 @@ def train_models(
 
         def build_student(s=s_job, tn=teacher_name, module_dir=module_dir):
             module = None
-            if s.consistent_teaching or s.counterfactuals != "none":
+            if s.consistent_teaching or s.counterfactuals != "none" or s.unlabelled:
                 from reportkd.text.mtcnn import MtCNNEnsembleForReportClassification
                 from reportkd.text.mtcnn.teachers import MixedTeacherEnsemble
 
@@ -217,8 +240,8 @@ def train_models(
                     module = MixedTeacherEnsemble.from_pretrained(module_dir, s, len(prepared.train)).eval()
             start = time.perf_counter()
             transfer, counts = transfer_set(prepared, s, module, seed)
-            if counts["cod_attempted"]:
-                log(f"seed {seed}: {counts} counterfactuals in {time.perf_counter() - start:.0f} s")
+            if counts["cod_attempted"] or counts["unlabelled"]:
+                log(f"seed {seed}: transfer rows {counts} in {time.perf_counter() - start:.0f} s")
             model = train_single(prepared, s, targs, work / "tmp", soft_labels=soft_cache[tn], teacher=module,
                                  transfer=transfer)  # fmt: skip
             return predict_splits(model, prepared)
@@ -239,6 +262,35 @@ def train_models(
         if dac_arrays is not None:
             results["dac"] = dac_arrays
     return results
+
+
+def hold_back(prepared, job, fraction: float, cache: Path, seed: int):
+    """Splits the training reports into a labelled part and a backlog written, texts only, to a reports file.
+
+    The tokenizer and label lists stay those of the whole training split (a registry has the backlog's texts; the
+    label lists are its coding manual); every model then trains on the labelled part only.
+
+    Returns:
+        The prepared data with the labelled training part, and the backlog file's path.
+    """
+    n = len(prepared.train)
+    order = np.random.default_rng(seed + 101).permutation(n)
+    n_back = int(round(fraction * n))
+    keep, back = np.sort(order[n_back:]), np.sort(order[:n_back])
+    texts = prepared.train.select(back)[job.text_column]
+    path = write_reports([{job.text_column: t} for t in texts], cache / "backlog.jsonl")
+    return dataclasses.replace(prepared, train=prepared.train.select(keep)), path
+
+
+def write_reports(rows: list[dict], path: Path) -> str:
+    """Writes ``rows`` as JSONL, atomically; a file with the same content is left as it is (parallel seeds)."""
+    from reportkd.utils import atomic_path
+
+    blob = "".join(json.dumps(r) + "\n" for r in rows)
+    if not path.is_file() or path.read_text() != blob:
+        with atomic_path(path) as tmp:
+            tmp.write_text(blob)
+    return str(path)
 
 
 def halving_markdown(diffs: dict[str, Any], tasks: list[str], halvings: int) -> str:
@@ -425,6 +477,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--anchor-epochs", type=int, default=None, help="Epochs of the hard-label baseline (default --epochs)."
     )
+    p.add_argument(
+        "--backlog",
+        type=float,
+        default=None,
+        metavar="F",
+        help="Hold back this fraction of the training reports as a registry's backlog: every model trains on the "
+        "rest; students marked backlog also get the held-back texts, without labels, labelled by the teacher.",
+    )
+    p.add_argument(
+        "--synthetic-backlog",
+        type=int,
+        default=None,
+        metavar="N",
+        help="With --synthetic: N more generated reports (seed 1), texts only, as the backlog students' unlabelled "
+        "data; every model keeps the whole labelled training split.",
+    )
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--delta", type=float, default=0.1, help="LTT risk level.")
     p.add_argument("--resamples", type=int, default=200, help="Resampled splits for the LTT guarantee check.")
@@ -465,6 +533,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     base = MtCNNJobArguments(tasks=tasks, max_length=args.max_length, split_seed=args.split_seed)
     cache = Path(args.cache_dir) / (f"synthetic{args.synthetic}" if args.synthetic is not None else "")
+    if args.backlog is not None:
+        if not 0 < args.backlog < 1:
+            raise SystemExit(f"--backlog {args.backlog}: give a fraction of the training reports in (0, 1).")
+        cache = cache / f"backlog{args.backlog:g}"
+    if args.synthetic_backlog is not None:
+        if args.synthetic is None or args.backlog is not None or args.synthetic_backlog < 1:
+            raise SystemExit("--synthetic-backlog N needs --synthetic, N >= 1 and no --backlog.")
     base_args = default_training_args(cache / "tmp", num_train_epochs=args.epochs, seed=args.seeds[0])
     if args.quick:
         base = dataclasses.replace(base, members=4, folds=2, embedding_dim=16, num_filters=8, max_length=64)
@@ -477,6 +552,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"[{time.perf_counter() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
     prepared = prepare_data(source, base, seed=args.seeds[0])
+    backlog = None
+    if args.backlog is not None:
+        prepared, backlog = hold_back(prepared, base, args.backlog, cache, args.split_seed)
+        log(f"backlog: {args.backlog:g} of the training reports held back without labels ({backlog})")
+    if args.synthetic_backlog is not None:
+        from reportkd.synthetic import generate_reports
+
+        rows = [{base.text_column: r[base.text_column]} for r in generate_reports(args.synthetic_backlog, seed=1)]
+        backlog = write_reports(rows, cache / f"backlog{args.synthetic_backlog}.jsonl")
+        log(f"backlog: {len(rows)} generated reports without labels ({backlog})")
     labels = {
         split: labels_by_task(getattr(prepared, split), prepared.task_labels) for split in ("calibration", "test")
     }
@@ -486,7 +571,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_seed_arrays: dict[int, dict[str, dict[str, np.ndarray]]] = {}
     for seed in args.seeds:
         arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log, args.cached_only,
-                              args.anchor_epochs)  # fmt: skip
+                              args.anchor_epochs, backlog)  # fmt: skip
         for model in list(arrays):
             arrays[model], labels = unknown_as_missing(arrays[model], base_labels, prepared.task_labels)
         per_seed_arrays[seed] = arrays
@@ -514,6 +599,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "job": dataclasses.asdict(base),
             "training": training_summary(base_args),
             "baseline_epochs": args.anchor_epochs or int(base_args.num_train_epochs),
+            "backlog": args.backlog,
+            "synthetic_backlog": args.synthetic_backlog,
         },
         "teachers": {k: v for k, v in TEACHERS.items()},
         "students": {s: STUDENTS[s] for s in students},
