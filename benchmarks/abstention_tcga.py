@@ -77,6 +77,8 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "insample_t2": {"teacher": "insample8", "temperature": 2.0},
     "insample_early": {"teacher": "insample8_early"},
     "insample_soft": {"teacher": "insample8", "alpha": 1.0},
+    "insample_a05": {"teacher": "insample8", "alpha": 0.5},  # "insample" is this only while the default alpha is 0.5
+    "insample_a05_long": {"teacher": "insample8", "alpha": 0.5, "student_epochs": 16},
     "insample_long": {"teacher": "insample8", "student_epochs": 16},
     "bag": {"teacher": "bag8"},
     "bag16": {"teacher": "bag16"},
@@ -104,6 +106,10 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "mixed88_soft": {"teacher": "mixed88", "alpha": 1.0},
     "mixed44_soft_long": {"teacher": "mixed44", "alpha": 1.0, "student_epochs": 16},
     "mixed44_consistent": {"teacher": "mixed44", "alpha": 1.0, "consistent_teaching": True},
+    "mixed44_a05": {"teacher": "mixed44", "alpha": 0.5},
+    "mixed44_a05_long": {"teacher": "mixed44", "alpha": 0.5, "student_epochs": 16},
+    "mixed44_a075_long": {"teacher": "mixed44", "alpha": 0.75, "student_epochs": 16},
+    "mixed44_a05_x3": {"teacher": "mixed44", "alpha": 0.5, "student_epochs": 24},
     # a registry's backlog (--backlog F): the held-back training reports, without labels, as extra transfer data
     "backlog_soft": {"teacher": "insample8", "alpha": 1.0, "backlog": True},
     "backlog_mixed": {"teacher": "mixed44", "alpha": 1.0, "backlog": True},
@@ -113,9 +119,10 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "transductive_mixed": {"teacher": "mixed44", "alpha": 1.0, "backlog": "eval"},
 }
 STUDENT_KEYS = ("student_epochs", "alpha", "temperature", "consistent_teaching", "augment_strength", "counterfactuals",
-                "cod_max_edits", "unlabelled")  # fmt: skip
+                "cod_max_edits", "unlabelled", "student_arch")  # fmt: skip
 TEACHER_KEYS = ("members", "folds", "teacher_epochs", "member_sampling", "bag_fraction", "teacher_archs")
-NEW_KEYS = ("teacher_archs", "unlabelled")  # keys added later: left out of a cache key while None
+# keys added later, with their defaults: left out of a cache key while at the default
+NEW_KEYS = {"teacher_archs": None, "unlabelled": None, "student_arch": "mtcnn"}
 
 
 def _key(job, training_args, keys) -> str:
@@ -124,9 +131,8 @@ def _key(job, training_args, keys) -> str:
         from reportkd.text.mtcnn.job import data_fingerprint
 
         d["unlabelled"] = data_fingerprint(d["unlabelled"])
-    # a key enters only when set where None was its old value (teacher_archs, unlabelled): earlier cache entries keep
-    # their keys
-    blob = json.dumps({k: d[k] for k in (*keys, "tasks", "version") if not (k in NEW_KEYS and d[k] is None)},
+    # a key added later enters only when it differs from its default: earlier cache entries keep their keys
+    blob = json.dumps({k: d[k] for k in (*keys, "tasks", "version") if not (k in NEW_KEYS and d[k] == NEW_KEYS[k])},
                       sort_keys=True, default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -187,7 +193,7 @@ def train_models(
         return predict_splits(train_single(prepared, base, b_args, work / "tmp"), prepared)
 
     # a longer baseline's key also names max_length (older cache entries at --epochs 8 may hold 512-token models)
-    b_keys = ("epochs",) if anchor_epochs is None else ("epochs", "max_length")
+    b_keys = ("epochs", "student_arch") if anchor_epochs is None else ("epochs", "max_length", "student_arch")
     results["baseline"] = cached("baseline", _key(base, b_args, b_keys), build_baseline)
     soft_cache: dict[str, dict[str, np.ndarray]] = {}
     for name in students:
@@ -493,6 +499,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="With --synthetic: N more generated reports (seed 1), texts only, as the backlog students' unlabelled "
         "data; every model keeps the whole labelled training split.",
     )
+    p.add_argument(
+        "--student-arch",
+        default="mtcnn",
+        help="Architecture of the baseline and every student (teachers unchanged), e.g. "
+        "'mtcnn(embedding_dim=128,num_filters=128)' for a student twice the members' width.",
+    )
+    p.add_argument(
+        "--anchor-variant",
+        default=None,
+        help="Compare against this student variant (one of --students) instead of the hard-label baseline: paired "
+        "differences between two recipes.",
+    )
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--delta", type=float, default=0.1, help="LTT risk level.")
     p.add_argument("--resamples", type=int, default=200, help="Resampled splits for the LTT guarantee check.")
@@ -529,9 +547,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [s for s in students if s not in STUDENTS]
     if unknown:
         raise SystemExit(f"Unknown student variant(s) {unknown}; known: {', '.join(STUDENTS)}.")
+    if args.anchor_variant and args.anchor_variant not in students:
+        raise SystemExit(f"--anchor-variant {args.anchor_variant} must be one of --students ({', '.join(students)}).")
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = MtCNNJobArguments(tasks=tasks, max_length=args.max_length, split_seed=args.split_seed)
+    base = MtCNNJobArguments(
+        tasks=tasks, max_length=args.max_length, split_seed=args.split_seed, student_arch=args.student_arch
+    )
     cache = Path(args.cache_dir) / (f"synthetic{args.synthetic}" if args.synthetic is not None else "")
     if args.backlog is not None:
         if not 0 < args.backlog < 1:
@@ -572,6 +594,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in args.seeds:
         arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log, args.cached_only,
                               args.anchor_epochs, backlog)  # fmt: skip
+        if args.anchor_variant and not args.train_only:
+            arrays["baseline"] = arrays.pop(f"student-{args.anchor_variant}")  # the tables' anchor row
         for model in list(arrays):
             arrays[model], labels = unknown_as_missing(arrays[model], base_labels, prepared.task_labels)
         per_seed_arrays[seed] = arrays
@@ -600,6 +624,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "training": training_summary(base_args),
             "baseline_epochs": args.anchor_epochs or int(base_args.num_train_epochs),
             "backlog": args.backlog,
+            "anchor_variant": args.anchor_variant,
             "synthetic_backlog": args.synthetic_backlog,
         },
         "teachers": {k: v for k, v in TEACHERS.items()},

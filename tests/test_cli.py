@@ -205,8 +205,8 @@ def test_push_without_network_is_one_line(tmp_path, capsys):
 
 
 def test_demo_teacher_flags():
-    """``reportkd demo``: 8 MtCNNs by default (issue 13's benchmark: the mixed teacher's student is no better);
-    ``--teacher-archs`` for groups; ``--members`` with it is a usage error, not silently ignored."""
+    """``reportkd demo``: 8 MtCNNs by default (issue 13's benchmark: the mixed teacher's student is no better) and a
+    student trained 2 x --epochs; ``--teacher-archs`` for groups; ``--members`` with it is a usage error."""
     from reportkd.commands.demo import DEFAULT_MEMBERS, job_arguments
 
     def job(*flags):
@@ -214,8 +214,9 @@ def test_demo_teacher_flags():
 
     default = job()
     assert default.teacher_archs is None and default.members == DEFAULT_MEMBERS == 8
-    assert default.student_epochs is None  # the student trains --epochs, like the baseline
-    assert job("--student-epochs", "16").student_epochs == 16 and job("--members", "2").members == 2
+    assert default.student_epochs == 16  # a patient student: 2 x the baseline's --epochs 8
+    assert job("--epochs", "3").student_epochs == 6
+    assert job("--student-epochs", "8").student_epochs == 8 and job("--members", "2").members == 2
     mixed = job("--teacher-archs", "mtcnn:2,hisan:2")
     assert mixed.teacher_archs == "mtcnn:2,hisan:2" and mixed.members == 4
     with pytest.raises(ValueError, match="not both"):
