@@ -14,6 +14,11 @@ new variants reuse trained teachers. Every model is trained by the MtCNN job's s
     python benchmarks/abstention_tcga.py --seeds 0 --students oof_t2 --quick
     python benchmarks/abstention_tcga.py --epochs 4 --students i4_soft_x4 --anchor-epochs 16  # patient student vs
                                                                                            # an equally long baseline
+    python benchmarks/abstention_tcga.py --backlog 0.5 --students insample_soft,backlog_soft   # half the training
+                                                                   # reports held back as an unlabelled backlog
+    python benchmarks/abstention_tcga.py --students insample_soft,insample_soft_long --anchor-variant insample_soft
+    python benchmarks/abstention_tcga.py --student-arch "mtcnn(embedding_dim=128,num_filters=128)" \
+        --students mixed44_soft                                               # a wider student and baseline
 
 Writes ``benchmarks/results/abstention_tcga.{json,md}`` and risk–coverage / coverage PNGs; prints the JSON summary.
 """
@@ -595,6 +600,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         arrays = train_models(prepared, base, base_args, seed, students, args.dac, cache, log, args.cached_only,
                               args.anchor_epochs, backlog)  # fmt: skip
         if args.anchor_variant and not args.train_only:
+            if f"student-{args.anchor_variant}" not in arrays:
+                raise SystemExit(f"--anchor-variant {args.anchor_variant}: not trained for seed {seed}; train it.")
             arrays["baseline"] = arrays.pop(f"student-{args.anchor_variant}")  # the tables' anchor row
         for model in list(arrays):
             arrays[model], labels = unknown_as_missing(arrays[model], base_labels, prepared.task_labels)

@@ -72,6 +72,16 @@ def test_backlog_student_trains_on_the_teacher_labelled_backlog(bench, tmp_path,
     assert {"baseline", "student-backlog_soft", "student-transductive_soft", "ensemble-insample8"} <= set(per_seed)
     acc = per_seed["student-backlog_soft"]["organ"]["accuracy"]
     assert 0 <= acc <= 1 and np.isfinite(acc)
+    # --anchor-variant: a student recipe becomes the tables' anchor, so its own differences are zero
+    paired = bench.main(
+        ["--synthetic", "240", "--quick", "--seeds", "0", "--backlog", "0.5", "--students",
+         "backlog_soft,transductive_soft", "--anchor-variant", "backlog_soft", "--cached-only", "--halvings", "2",
+         "--resamples", "0", "--cache-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert paired["per_seed"][0]["baseline"] == per_seed["student-backlog_soft"]
+    assert "student-backlog_soft" not in paired["per_seed"][0]
+    with pytest.raises(SystemExit, match="must be one of --students"):
+        bench.main(["--synthetic", "240", "--quick", "--students", "backlog_soft", "--anchor-variant", "insample"])
     with pytest.raises(SystemExit, match="needs --backlog"):
         bench.main(["--synthetic", "240", "--quick", "--seeds", "0", "--students", "backlog_soft",
                     "--cache-dir", str(tmp_path / "none")])  # fmt: skip
