@@ -219,6 +219,8 @@ def test_demo_teacher_flags():
     assert job("--student-epochs", "8").student_epochs == 8 and job("--members", "2").members == 2
     mixed = job("--teacher-archs", "mtcnn:2,hisan:2")
     assert mixed.teacher_archs == "mtcnn:2,hisan:2" and mixed.members == 4
+    with pytest.raises(ValueError, match="members"):  # 0 is refused, not read as "the default"
+        job("--members", "0")
     with pytest.raises(ValueError, match="not both"):
         job("--members", "2", "--teacher-archs", "mtcnn:2")
     assert main(["demo", "--members", "2", "--teacher-archs", "mtcnn:2"]) == 2

@@ -141,7 +141,7 @@ def job_arguments(args: argparse.Namespace) -> MtCNNJobArguments:
         unlabelled=args.unlabelled,
         counterfactuals=args.counterfactuals,
         text_column=args.text_column,
-        members=args.members or DEFAULT_MEMBERS,
+        members=DEFAULT_MEMBERS if args.members is None else args.members,
         teacher_archs=args.teacher_archs,
         student_epochs=student_epochs,
         student_arch=args.student_arch,
